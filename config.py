@@ -1,0 +1,111 @@
+"""Settings read from the environment and `.env`, each with its unit and default."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from dotenv import load_dotenv
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of Punctual. `.env.example` and the README list the same names and defaults."""
+
+    database_url: str = ""
+    """PostgreSQL URL. Empty: start an embedded PostgreSQL (pgserver) in `data_dir`."""
+    data_dir: str = "data"
+    """Folder of the embedded PostgreSQL; kept across restarts."""
+    host: str = "127.0.0.1"
+    port: int = 5000
+    api_token: str = ""
+    """When set, every write (POST/PUT/PATCH/DELETE) needs `Authorization: Bearer <token>`."""
+    log_dir: str = "logs"
+    log_max_bytes: int = 10 * 1024 * 1024
+    """Audit and error logs rotate at this size (bytes)."""
+    log_backups: int = 5
+    max_body_bytes: int = 1024 * 1024
+    """Requests larger than this are refused with 413 (bytes)."""
+    http_threads: int = 16
+    """Threads of the WSGI server."""
+    db_pool_size: int = 20
+    """Connections for requests and the engine (the listener has one more of its own)."""
+
+    worker_threads: int = 16
+    """Attempts that run at once in this instance."""
+    claim_batch: int = 256
+    """Due events claimed per round trip."""
+    horizon_seconds: float = 300.0
+    """Only events due within this window are armed in memory (seconds)."""
+    sweep_seconds: float = 2.0
+    """Safety-net period: claim anything due, re-arm the horizon, rescue expired leases (seconds)."""
+    listen_timeout_seconds: float = 1.0
+    """Bounded wait of the listener's select(); also its heartbeat period (seconds)."""
+    reconnect_max_seconds: float = 10.0
+    """Cap of the listener's reconnect backoff (seconds)."""
+    lease_grace_seconds: float = 30.0
+    """A running attempt's lease is the callback's timeout plus this (seconds)."""
+    retry_base_seconds: float = 1.0
+    """First retry delay; doubles per attempt, with jitter (seconds)."""
+    retry_max_seconds: float = 300.0
+    """Cap of the retry delay (seconds)."""
+    shutdown_grace_seconds: float = 10.0
+    """On SIGTERM, running attempts get this long to finish before they are released (seconds)."""
+    default_timeout_seconds: float = 30.0
+    """Callback timeout when a callback does not set one (seconds)."""
+    default_max_attempts: int = 3
+
+    python_handler_modules: tuple[str, ...] = ()
+    """Modules imported at start to register user handlers (comma-separated)."""
+    webhook_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    """Hosts webhook callbacks may call (comma-separated; `*` allows any)."""
+
+    kafka_bootstrap_servers: str = ""
+    kafka_alerts_topic: str = "alerts"
+    kafka_schedules_topic: str = "schedules"
+    kafka_history_topic: str = "event-history"
+    kafka_group_id: str = "punctual"
+    kafka_max_poll_interval_ms: int = 300000
+
+    instance_name: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    """Name written to history rows as the worker of an attempt."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read `.env` (never overriding the real environment), then the environment, then `overrides`."""
+        if env is None:
+            load_dotenv(override=False)
+            env = os.environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = f.type
+            if kind == "int":
+                values[f.name] = int(raw)
+            elif kind == "float":
+                values[f.name] = float(raw)
+            elif kind == "bool":
+                values[f.name] = _bool(raw)
+            elif kind.startswith("tuple"):
+                values[f.name] = _list(raw)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def kafka_enabled(self) -> bool:
+        return bool(self.kafka_bootstrap_servers)

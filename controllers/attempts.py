@@ -1,0 +1,152 @@
+"""The rules of an attempt: claim, outcome, lease expiry, release. Each is one statement, so one transaction.
+
+Claims use row locks with SKIP LOCKED and the database's clock, so however many instances run,
+an attempt belongs to exactly one of them and nothing runs before its time by a fast app clock.
+The history rows are written by the trigger in database.sql inside the same transaction.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2.extras import execute_values
+
+from db import Database
+
+# Rows the engine needs to run an attempt and to audit it.
+_RETURNING = """e.id, e.payload, e.attempts, e.max_attempts, e.scheduled_for, e.started_at, e.priority,
+                e.state, e.worker, c.name AS callback, c.kind, c.target, c.config, c.timeout_seconds"""
+
+
+def claim_due(db: Database, worker: str, limit: int, lease_grace: float) -> list[dict[str, Any]]:
+    """Claim up to `limit` due events (highest priority first) for this instance, under a lease."""
+    return db.query(
+        f"""WITH due AS (
+                SELECT e.id FROM events e
+                WHERE e.state = 'scheduled' AND e.scheduled_for <= now()
+                  AND NOT EXISTS (SELECT 1 FROM callbacks m WHERE m.id = e.callback_id AND m.kind = 'manual')
+                ORDER BY e.priority DESC, e.scheduled_for, e.id
+                LIMIT %s
+                FOR UPDATE OF e SKIP LOCKED
+            )
+            UPDATE events e
+               SET state = 'running', attempts = e.attempts + 1, worker = %s,
+                   started_at = clock_timestamp(), updated_at = clock_timestamp(),
+                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %s)
+              FROM due, callbacks c
+             WHERE e.id = due.id AND c.id = e.callback_id
+            RETURNING {_RETURNING}""",
+        (limit, worker, lease_grace),
+    )
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter in its upper half: retries of a burst spread out."""
+    ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to, as the worker saw it."""
+
+    event_id: int
+    attempt: int
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    retry_delay: float = 0.0
+    duration: float = 0.0
+
+
+def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """Write many outcomes in one transaction: finished, scheduled again after backoff, or failed.
+
+    The guard (still running, same attempt, same worker) drops an outcome whose lease was lost
+    and taken over by someone else: that attempt is no longer ours to record.
+    """
+    if not outcomes:
+        return []
+    with db.transaction() as cur:
+        return execute_values(
+            cur,
+            f"""UPDATE events e SET
+                    state = CASE WHEN v.ok THEN 'finished'
+                                 WHEN e.attempts >= e.max_attempts THEN 'failed'
+                                 ELSE 'scheduled' END,
+                    result = CASE WHEN v.ok THEN v.result::jsonb ELSE e.result END,
+                    last_error = CASE WHEN v.ok THEN NULL ELSE v.error END,
+                    scheduled_for = CASE WHEN NOT v.ok AND e.attempts < e.max_attempts
+                                         THEN clock_timestamp() + make_interval(secs => v.delay)
+                                         ELSE e.scheduled_for END,
+                    finished_at = CASE WHEN v.ok OR e.attempts >= e.max_attempts THEN clock_timestamp() END,
+                    lease_until = NULL,
+                    updated_at = clock_timestamp()
+                FROM (VALUES %s) AS v(id, attempt, worker, ok, result, error, delay), callbacks c
+                WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = v.worker
+                  AND c.id = e.callback_id
+                RETURNING {_RETURNING}, e.last_error, e.result, e.finished_at, e.scheduled_for AS next_run""",
+            [
+                (o.event_id, o.attempt, worker, o.ok,
+                 json.dumps(o.result) if o.ok else None, o.error, o.retry_delay)
+                for o in outcomes
+            ],
+            template="(%s::bigint, %s::int, %s::text, %s::boolean, %s::text, %s::text, %s::float8)",
+            page_size=len(outcomes),
+            fetch=True,
+        )
+
+
+def rescue_expired(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
+    """Return events whose holder vanished (lease ran out) to the queue, or fail them if no attempts are left."""
+    return db.query(
+        f"""UPDATE events e SET
+                state = CASE WHEN e.attempts >= e.max_attempts THEN 'failed' ELSE 'scheduled' END,
+                last_error = 'lease expired: ' || COALESCE(e.worker, 'unknown worker') || ' stopped before finishing',
+                scheduled_for = CASE WHEN e.attempts >= e.max_attempts THEN e.scheduled_for ELSE now() END,
+                finished_at = CASE WHEN e.attempts >= e.max_attempts THEN now() END,
+                lease_until = NULL, updated_at = now()
+            FROM callbacks c
+            WHERE c.id = e.callback_id AND e.id IN (
+                SELECT id FROM events WHERE state = 'running' AND lease_until < now()
+                ORDER BY lease_until LIMIT %s FOR UPDATE SKIP LOCKED)
+            RETURNING {_RETURNING}, e.last_error""",
+        (limit,),
+    )
+
+
+def release(db: Database, worker: str, attempts: list[tuple[int, int]], reason: str) -> list[dict[str, Any]]:
+    """Give running attempts back at once (shutdown): the attempt is not counted, the event is due now."""
+    if not attempts:
+        return []
+    with db.transaction() as cur:
+        return execute_values(
+            cur,
+            f"""UPDATE events e SET state = 'scheduled', attempts = e.attempts - 1, scheduled_for = now(),
+                       last_error = v.reason, lease_until = NULL, updated_at = now()
+                FROM (VALUES %s) AS v(id, attempt, worker, reason), callbacks c
+                WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = v.worker
+                  AND c.id = e.callback_id
+                RETURNING {_RETURNING}""",
+            [(event_id, attempt, worker, reason) for event_id, attempt in attempts],
+            template="(%s::bigint, %s::int, %s::text, %s::text)",
+            fetch=True,
+        )
+
+
+def armable(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+    """State and time of the notified events, so the scheduler can arm, move or drop each."""
+    return db.query("SELECT id, state, scheduled_for FROM events WHERE id = ANY(%s)", (ids,))
+
+
+def within_horizon(db: Database, horizon_seconds: float, limit: int) -> list[dict[str, Any]]:
+    """Scheduled events due from now to the horizon: the only ones the in-memory scheduler holds."""
+    return db.query(
+        """SELECT id, state, scheduled_for FROM events
+           WHERE state = 'scheduled' AND scheduled_for > now()
+             AND scheduled_for <= now() + make_interval(secs => %s)
+           ORDER BY scheduled_for LIMIT %s""",
+        (horizon_seconds, limit),
+    )

@@ -1,0 +1,228 @@
+"""The rules for events made through the API: creation, edits, cancel, retry, delete, listing."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from psycopg2.extras import Json, execute_values
+
+import audit
+from db import Database
+from errors import Conflict, Invalid, NotFound
+from schemas import EventCreate, EventQuery, EventUpdate
+
+# Every read of an event goes through this select, so the answer always names the callback.
+SELECT = """SELECT e.id, c.name AS callback, e.payload, e.scheduled_for, e.state, e.priority, e.attempts,
+                   e.max_attempts, e.result, e.last_error, e.idempotency_key, e.source, e.worker,
+                   e.lease_until, e.created_at, e.updated_at, e.started_at, e.finished_at
+            FROM events e JOIN callbacks c ON c.id = e.callback_id"""
+
+
+def _resolve_callbacks(cur, refs: Iterable[int | str]) -> dict[int | str, dict[str, Any]]:
+    """Map each reference (a name, or an id) to its callback row.
+
+    :raise Invalid: naming the references that match no callback.
+    """
+    refs = set(refs)
+    names = [r for r in refs if isinstance(r, str)]
+    # A digit string is a name first, an id otherwise ("callback": "7" finds callback 7).
+    ids = [r for r in refs if isinstance(r, int)] + [int(r) for r in names if r.isdigit()]
+    cur.execute(
+        "SELECT id, name, max_attempts FROM callbacks WHERE name = ANY(%s::text[]) OR id = ANY(%s::bigint[])",
+        (names, ids),
+    )
+    found: dict[int | str, dict[str, Any]] = {}
+    for row in cur.fetchall():
+        found[row["name"]] = row
+        found[row["id"]] = row
+    for ref in names:
+        if ref not in found and ref.isdigit() and int(ref) in found:
+            found[ref] = found[int(ref)]
+    unknown = sorted((str(r) for r in refs if r not in found))
+    if unknown:
+        raise Invalid(f"unknown callback: {', '.join(unknown)}", {"field": "callback", "unknown": unknown})
+    return found
+
+
+def _insert(cur, items: list[EventCreate], source: str) -> list[tuple[dict[str, Any], bool]]:
+    """Insert the events in one statement; a repeated idempotency_key yields the first event instead."""
+    callbacks = _resolve_callbacks(cur, [item.callback for item in items])
+    keys = [item.idempotency_key for item in items if item.idempotency_key]
+    if len(keys) != len(set(keys)):
+        raise Invalid("idempotency_key repeated within one batch", {"field": "idempotency_key"})
+    rows = [
+        (callbacks[item.callback]["id"], Json(item.payload), item.scheduled_for, item.priority,
+         item.max_attempts or callbacks[item.callback]["max_attempts"], item.idempotency_key, source)
+        for item in items
+    ]
+    inserted = execute_values(
+        cur,
+        """INSERT INTO events (callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key, source)
+           SELECT v.callback_id, v.payload, COALESCE(v.scheduled_for, now()), v.priority, v.max_attempts,
+                  v.idempotency_key, v.source
+           FROM (VALUES %s) AS v(callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key, source)
+           ON CONFLICT (idempotency_key) DO NOTHING
+           RETURNING id, idempotency_key""",
+        rows,
+        template="(%s::bigint, %s::jsonb, %s::timestamptz, %s::int, %s::int, %s::text, %s::text)",
+        page_size=max(len(rows), 1),
+        fetch=True,
+    )
+    new_ids = [row["id"] for row in inserted]
+    new_keys = {row["idempotency_key"] for row in inserted if row["idempotency_key"]}
+    replayed = [k for k in keys if k not in new_keys]
+    by_id: dict[int, dict[str, Any]] = {}
+    by_key: dict[str, dict[str, Any]] = {}
+    if new_ids or replayed:
+        cur.execute(f"{SELECT} WHERE e.id = ANY(%s) OR e.idempotency_key = ANY(%s::text[])", (new_ids, replayed))
+        for row in cur.fetchall():
+            by_id[row["id"]] = row
+            if row["idempotency_key"]:
+                by_key[row["idempotency_key"]] = row
+    # INSERT ... VALUES returns rows in input order; keyed items are matched by key.
+    fresh = iter(new_ids)
+    result = []
+    for item in items:
+        if item.idempotency_key and item.idempotency_key not in new_keys:
+            result.append((by_key[item.idempotency_key], False))
+        elif item.idempotency_key:
+            result.append((by_key[item.idempotency_key], True))
+            next(fresh)
+        else:
+            result.append((by_id[next(fresh)], True))
+    return result
+
+
+def create_events(db: Database, items: list[EventCreate], source: str = "api") -> list[tuple[dict[str, Any], bool]]:
+    """Create events in one transaction: all of them or none. Returns (event, created) pairs."""
+    with db.transaction() as cur:
+        result = _insert(cur, items, source)
+    for event, created in result:
+        if created:
+            audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"])
+    return result
+
+
+def create_event(db: Database, item: EventCreate, source: str = "api") -> tuple[dict[str, Any], bool]:
+    return create_events(db, [item], source)[0]
+
+
+def get_event(db: Database, event_id: int, with_history: bool = True) -> dict[str, Any]:
+    """:raise NotFound: if no event has this id."""
+    with db.transaction() as cur:
+        cur.execute(f"{SELECT} WHERE e.id = %s", (event_id,))
+        event = cur.fetchone()
+        if event is None:
+            raise NotFound(f"event {event_id} does not exist")
+        if with_history:
+            cur.execute(
+                "SELECT state, attempt, at, worker, error FROM event_history WHERE event_id = %s ORDER BY id",
+                (event_id,),
+            )
+            event["history"] = cur.fetchall()
+    return event
+
+
+def list_events(db: Database, query: EventQuery) -> dict[str, Any]:
+    """Newest first by default; `cursor` is the last id of the previous page (keyset pagination)."""
+    where, params = [], []
+    if query.state:
+        where.append("e.state = %s")
+        params.append(query.state)
+    if query.callback:
+        if query.callback.isdigit():
+            where.append("(c.name = %s OR c.id = %s)")
+            params += [query.callback, int(query.callback)]
+        else:
+            where.append("c.name = %s")
+            params.append(query.callback)
+    if query.scheduled_after:
+        where.append("e.scheduled_for >= %s")
+        params.append(query.scheduled_after)
+    if query.scheduled_before:
+        where.append("e.scheduled_for < %s")
+        params.append(query.scheduled_before)
+    if query.cursor is not None:
+        where.append("e.id < %s" if query.order == "desc" else "e.id > %s")
+        params.append(query.cursor)
+    order = "DESC" if query.order == "desc" else "ASC"  # one of two literals, never client text
+    sql = f"{SELECT} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY e.id {order} LIMIT %s"
+    rows = db.query(sql, (*params, query.limit + 1))
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    return {"events": rows, "next_cursor": rows[-1]["id"] if more else None}
+
+
+def _transition(db: Database, event_id: int, sql: str, params: tuple, allowed: str) -> dict[str, Any]:
+    """Run an UPDATE guarded by the current state, telling 404 from 409 when it matches no row."""
+    with db.transaction() as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        if row is None:
+            cur.execute("SELECT state FROM events WHERE id = %s", (event_id,))
+            current = cur.fetchone()
+            if current is None:
+                raise NotFound(f"event {event_id} does not exist")
+            raise Conflict(f"event {event_id} is {current['state']}; only {allowed} events allow this",
+                           {"state": current["state"]})
+        cur.execute(f"{SELECT} WHERE e.id = %s", (event_id,))
+        return cur.fetchone()
+
+
+def update_event(db: Database, event_id: int, data: EventUpdate) -> dict[str, Any]:
+    """Edit or reschedule a scheduled event; the listener re-arms it from the NOTIFY the change sends."""
+    changes = data.model_dump(exclude_unset=True)
+    if any(value is None for value in changes.values()):
+        raise Invalid("fields cannot be set to null", {"fields": [k for k, v in changes.items() if v is None]})
+    if not changes:
+        raise Invalid("nothing to change", {"writable": sorted(EventUpdate.model_fields)})
+    sets, params = [], []
+    for name in ("payload", "scheduled_for", "priority", "max_attempts"):  # fixed column names
+        if name in changes:
+            sets.append(f"{name} = %s")
+            params.append(Json(changes[name]) if name == "payload" else changes[name])
+    event = _transition(
+        db, event_id,
+        f"UPDATE events SET {', '.join(sets)}, updated_at = now() WHERE id = %s AND state = 'scheduled' RETURNING id",
+        (*params, event_id), "scheduled",
+    )
+    audit.record("event_rescheduled", event, changed=sorted(changes), scheduled_for=event["scheduled_for"])
+    return event
+
+
+def cancel_event(db: Database, event_id: int) -> dict[str, Any]:
+    event = _transition(
+        db, event_id,
+        """UPDATE events SET state = 'cancelled', finished_at = now(), updated_at = now()
+           WHERE id = %s AND state = 'scheduled' RETURNING id""",
+        (event_id,), "scheduled",
+    )
+    audit.record("event_cancelled", event)
+    return event
+
+
+def retry_event(db: Database, event_id: int) -> dict[str, Any]:
+    """Run a failed or cancelled event again, now, with a fresh set of attempts."""
+    event = _transition(
+        db, event_id,
+        """UPDATE events SET state = 'scheduled', attempts = 0, scheduled_for = now(), last_error = NULL,
+                  result = NULL, worker = NULL, lease_until = NULL, started_at = NULL, finished_at = NULL,
+                  updated_at = now()
+           WHERE id = %s AND state IN ('failed', 'cancelled') RETURNING id""",
+        (event_id,), "failed or cancelled",
+    )
+    audit.record("event_retried", event)
+    return event
+
+
+def delete_event(db: Database, event_id: int) -> None:
+    """Delete an event that is not running (a running one belongs to its worker until its lease ends)."""
+    with db.transaction() as cur:
+        cur.execute(f"{SELECT} WHERE e.id = %s FOR UPDATE OF e", (event_id,))
+        event = cur.fetchone()
+        if event is None:
+            raise NotFound(f"event {event_id} does not exist")
+        if event["state"] == "running":
+            raise Conflict(f"event {event_id} is running; cancel is possible once it is scheduled again",
+                           {"state": "running"})
+        cur.execute("DELETE FROM events WHERE id = %s", (event_id,))
+    audit.record("event_deleted", event)

@@ -1,0 +1,31 @@
+"""Named points where a test can make this process die as if killed (kill -9), to prove recovery.
+
+Set PUNCTUAL_CRASH_AT=<point> (and optionally PUNCTUAL_CRASH_AFTER=<n>, the n-th time the point
+is reached) in a test's subprocess. Unset, each point costs one dictionary lookup.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+POINTS = frozenset({
+    "after_claim",       # an attempt is claimed (committed running), its callback not yet called
+    "in_callback",       # inside the callback, before it returns
+    "before_outcome",    # the callback returned; its outcome is not yet committed
+})
+
+_target = os.environ.get("PUNCTUAL_CRASH_AT", "")
+_remaining = int(os.environ.get("PUNCTUAL_CRASH_AFTER", "1") or 1)
+_lock = threading.Lock()
+
+
+def reached(point: str) -> None:
+    """Die here, at once and without cleanup, if a test asked for it."""
+    global _remaining
+    if point != _target:
+        return
+    with _lock:
+        _remaining -= 1
+        if _remaining > 0:
+            return
+    os._exit(137)

@@ -1,0 +1,121 @@
+-- Punctual's schema. Applied at every start, in one transaction under an advisory lock
+-- (db.apply_schema), so every statement here must be idempotent: several instances may
+-- start at once against the same database.
+
+-- Callbacks: named, reusable actions. An event always points at one.
+CREATE TABLE IF NOT EXISTS callbacks (
+    id              bigserial PRIMARY KEY,
+    name            text NOT NULL UNIQUE,
+    kind            text NOT NULL CHECK (kind IN (
+                        'python',   -- a handler registered in code; target = handler name
+                        'webhook',  -- POST the payload to target (an allow-listed http(s) URL)
+                        'kafka',    -- produce the payload to target (a topic)
+                        'manual'    -- wait for a person or external worker to claim it
+                    )),
+    target          text NOT NULL DEFAULT '',
+    config          jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(config) = 'object'),
+    max_attempts    integer NOT NULL DEFAULT 3 CHECK (max_attempts BETWEEN 1 AND 100),
+    timeout_seconds double precision NOT NULL DEFAULT 30 CHECK (timeout_seconds > 0),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Events: one scheduled run of one callback. The only source of truth for the engine;
+-- the in-memory scheduler is a cache of the rows below that can be rebuilt at any time.
+CREATE TABLE IF NOT EXISTS events (
+    id              bigserial PRIMARY KEY,
+    callback_id     bigint NOT NULL REFERENCES callbacks (id) ON DELETE CASCADE,
+    payload         jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(payload) = 'object'),
+    scheduled_for   timestamptz NOT NULL DEFAULT now(),
+    state           text NOT NULL DEFAULT 'scheduled' CHECK (state IN (
+                        'scheduled',  -- waiting for scheduled_for (also between retries)
+                        'running',    -- claimed by exactly one instance or worker, under lease_until
+                        'finished',   -- terminal: the callback succeeded; result holds its answer
+                        'failed',     -- terminal: the last allowed attempt failed; last_error says why
+                        'cancelled'   -- terminal: cancelled through the API before it ran
+                    )),
+    priority        integer NOT NULL DEFAULT 0,            -- higher runs first among due events
+    attempts        integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),  -- attempts claimed so far
+    max_attempts    integer NOT NULL DEFAULT 3 CHECK (max_attempts BETWEEN 1 AND 100),
+    result          jsonb,
+    last_error      text,
+    idempotency_key text UNIQUE,                           -- a repeated key returns the first event
+    source          text NOT NULL DEFAULT 'api',           -- api, kafka, sql, ...
+    worker          text,                                  -- who holds (or last held) the lease
+    lease_until     timestamptz,                           -- a running event past this is rescued
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,                           -- start of the latest attempt
+    finished_at     timestamptz                            -- when it became terminal
+);
+
+-- The claim reads due rows in time order; the partial index stays small however many
+-- events are finished.
+CREATE INDEX IF NOT EXISTS events_due_idx ON events (scheduled_for) WHERE state = 'scheduled';
+-- The rescuer looks only at running rows whose lease ran out.
+CREATE INDEX IF NOT EXISTS events_lease_idx ON events (lease_until) WHERE state = 'running';
+-- Listing: by state or by callback, newest first.
+CREATE INDEX IF NOT EXISTS events_state_id_idx ON events (state, id);
+CREATE INDEX IF NOT EXISTS events_callback_id_idx ON events (callback_id, id);
+
+-- Event history: one row per state change, written by the trigger below in the same
+-- transaction as the change itself, whoever makes it (the engine, the API or plain SQL).
+CREATE TABLE IF NOT EXISTS event_history (
+    id        bigserial PRIMARY KEY,
+    event_id  bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    state     text NOT NULL,
+    attempt   integer NOT NULL,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    worker    text,
+    error     text
+);
+CREATE INDEX IF NOT EXISTS event_history_event_idx ON event_history (event_id, id);
+
+CREATE OR REPLACE FUNCTION punctual_record_history() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO event_history (event_id, state, attempt, worker, error)
+    VALUES (NEW.id, NEW.state, NEW.attempts,
+            CASE WHEN NEW.state = 'scheduled' AND TG_OP = 'INSERT' THEN NULL ELSE NEW.worker END,
+            CASE WHEN NEW.state IN ('scheduled', 'failed') AND TG_OP = 'UPDATE' THEN NEW.last_error END);
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER events_history_insert
+    AFTER INSERT ON events
+    FOR EACH ROW EXECUTE FUNCTION punctual_record_history();
+
+CREATE OR REPLACE TRIGGER events_history_update
+    AFTER UPDATE OF state ON events
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION punctual_record_history();
+
+-- Wake the listeners. The payload is the id and the operation, never the row: NOTIFY
+-- payloads are capped at 8000 bytes and event payloads are not. Delivered on commit only.
+CREATE OR REPLACE FUNCTION punctual_notify_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('punctual_events',
+                      json_build_object('id', COALESCE(NEW.id, OLD.id), 'op', TG_OP)::text);
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER events_notify_insert_delete
+    AFTER INSERT OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION punctual_notify_event();
+
+CREATE OR REPLACE TRIGGER events_notify_update
+    AFTER UPDATE OF scheduled_for, state ON events
+    FOR EACH ROW WHEN (OLD.scheduled_for IS DISTINCT FROM NEW.scheduled_for
+                       OR OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION punctual_notify_event();
+
+-- The built-in callbacks, seeded once; a user's later edits are kept.
+INSERT INTO callbacks (name, kind, target) VALUES
+    ('Addition',       'python', 'add'),
+    ('Subtraction',    'python', 'subtract'),
+    ('Multiplication', 'python', 'multiply'),
+    ('Division',       'python', 'divide')
+ON CONFLICT (name) DO NOTHING;

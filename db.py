@@ -1,0 +1,166 @@
+"""PostgreSQL access: the request/engine pool, the listener's own connection, the schema, the embedded server."""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+
+from errors import Unavailable
+
+log = logging.getLogger("punctual.db")
+
+SCHEMA_PATH = Path(__file__).with_name("database.sql")
+SCHEMA_LOCK_KEY = 0x5057_4E43  # "PUNC": serialises schema application across instances
+
+# Every connection answers in UTC; stored values are timestamptz, so this only fixes the output.
+# lock_timeout keeps a request from hanging on a row another transaction holds.
+_SESSION_OPTIONS = "-c timezone=UTC -c lock_timeout=5000 -c statement_timeout=60000"
+
+# Errors that mean "the database is not reachable right now", as opposed to a bad statement.
+CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for logs and errors: secrets are never printed."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def start_embedded(data_dir: str) -> str:
+    """Start (or reuse) the pgserver PostgreSQL in data_dir and return its URL.
+
+    pgserver keeps one server per folder and stops it when the last process using it exits.
+    """
+    import pgserver  # imported here: only needed without DATABASE_URL
+
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(path), cleanup_mode="stop")
+    log.info("embedded PostgreSQL running in %s", path)
+    return server.get_uri()
+
+
+class Database:
+    """One pool shared by requests and the engine; LISTEN gets a connection of its own."""
+
+    def __init__(self, url: str, pool_size: int = 20, application_name: str = "punctual") -> None:
+        self.url = url
+        self.application_name = application_name
+        self._pool_size = pool_size
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(pool_size)
+
+    # -- connections -------------------------------------------------------------------
+
+    def connect(self, role: str, autocommit: bool = False) -> psycopg2.extensions.connection:
+        """A new connection with keepalives, so a half-open TCP link is noticed instead of hanging."""
+        conn = psycopg2.connect(
+            self.url,
+            application_name=f"{self.application_name}-{role}",
+            options=_SESSION_OPTIONS,
+            connect_timeout=5,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        conn.autocommit = autocommit
+        return conn
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    0, self._pool_size, self.url,
+                    application_name=f"{self.application_name}-pool",
+                    options=_SESSION_OPTIONS, connect_timeout=5,
+                    keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                )
+            return self._pool
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor inside one transaction: committed on success, rolled back on any error.
+
+        :raise Unavailable: when the database cannot be reached (the API answers 503).
+        """
+        if not self._slots.acquire(timeout=30):
+            raise Unavailable("no database connection free within 30 s")
+        conn = None
+        broken = False
+        try:
+            try:
+                conn = self._get_pool().getconn()
+                if conn.closed:
+                    raise psycopg2.InterfaceError("pooled connection closed")
+            except CONNECTION_ERRORS as exc:
+                broken = True
+                raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from None
+            try:
+                with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                    yield cur
+                conn.commit()
+            except CONNECTION_ERRORS as exc:
+                broken = True
+                raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from exc
+            except BaseException:
+                if not conn.closed:
+                    try:
+                        conn.rollback()
+                    except CONNECTION_ERRORS:
+                        broken = True
+                else:
+                    broken = True
+                raise
+        finally:
+            if conn is not None and self._pool is not None:
+                try:
+                    self._pool.putconn(conn, close=broken or bool(conn.closed))
+                except psycopg2.pool.PoolError:
+                    pass
+            self._slots.release()
+
+    def query(self, sql: str, params: Any = None) -> list[dict]:
+        with self.transaction() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def ping(self) -> bool:
+        try:
+            self.query("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - health reports any failure as "down"
+            return False
+
+    # -- schema ------------------------------------------------------------------------
+
+    def apply_schema(self) -> None:
+        """Apply database.sql under an advisory lock, so instances starting together don't race."""
+        sql = SCHEMA_PATH.read_text()
+        with self.transaction() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            cur.execute(sql)
+        log.info("schema applied")
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.closeall()
+                self._pool = None
+
+
+def database_url_from(settings_url: str, data_dir: str) -> str:
+    """DATABASE_URL when set, else the embedded server's URL."""
+    if settings_url:
+        return settings_url
+    return start_embedded(data_dir)
+

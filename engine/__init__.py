@@ -1,0 +1,128 @@
+"""The engine of one instance: listener -> scheduler -> executor, plus the sweep that covers lost hints.
+
+Start order matters: the scheduler and executor first (so wake-ups have somewhere to go), then
+the listener, which LISTENs and then catches up from the table. Stop order is the reverse, and
+the executor gives back whatever it could not finish.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import audit
+from config import Settings
+from controllers import attempts
+from db import Database
+from engine.executor import DB_ERRORS, Executor
+from engine.listener import Listener
+from engine.scheduler import Scheduler
+from metrics import Metrics
+
+log = logging.getLogger("punctual.engine")
+
+MAX_ARMED = 100_000  # a hard bound on timers in memory, whatever the horizon holds
+
+
+class Engine:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics) -> None:
+        self.db = db
+        self.settings = settings
+        self.metrics = metrics
+        self.executor = Executor(db, settings, metrics)
+        self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.executor.wake)
+        self.listener = Listener(db, metrics, settings.listen_timeout_seconds, settings.reconnect_max_seconds,
+                                 on_ids=self._on_notified, on_connect=self.catch_up)
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="punctual-sweeper", daemon=True)
+        self.started = False
+        self.last_sweep = 0.0
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.executor.start()
+        self.listener.start()
+        self._sweeper.start()
+        self.started = True
+        log.info("engine started as %s", self.settings.instance_name)
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        log.info("engine stopping")
+        self._stop.set()
+        self.listener.stop()
+        self.scheduler.stop()
+        self._sweeper.join(timeout=self.settings.sweep_seconds + 5)
+        self.executor.stop(self.settings.shutdown_grace_seconds)
+        self.started = False
+        log.info("engine stopped")
+
+    # -- hints and catch-up -------------------------------------------------------------
+
+    def _on_notified(self, ids: set[int]) -> None:
+        rows = attempts.armable(self.db, sorted(ids))
+        self.scheduler.sync(rows, missing=ids - {row["id"] for row in rows})
+        self.metrics.armed.set(self.scheduler.armed_count)
+
+    def catch_up(self) -> None:
+        """Claim what is due and arm what falls within the horizon, straight from the table."""
+        self.executor.wake()
+        rows = attempts.within_horizon(self.db, self.settings.horizon_seconds, MAX_ARMED)
+        self.scheduler.sync(rows)
+        self.metrics.armed.set(self.scheduler.armed_count)
+
+    # -- the safety net -----------------------------------------------------------------
+
+    def _sweep_loop(self) -> None:
+        """Every sweep period: claim anything due, rescue expired leases; refill the horizon now and then."""
+        log.info("sweeper started (every %.1f s)", self.settings.sweep_seconds)
+        refill_every = max(self.settings.horizon_seconds / 10, self.settings.sweep_seconds)
+        next_refill = time.monotonic() + refill_every
+        while not self._stop.wait(self.settings.sweep_seconds):
+            try:
+                self.executor.wake()
+                rescued = attempts.rescue_expired(self.db)
+                if rescued:
+                    self.metrics.lease_rescues.inc(len(rescued))
+                    for row in rescued:
+                        audit.record("lease_expired", row, error=row["last_error"])
+                    log.warning("rescued %d events whose lease expired", len(rescued))
+                    self.executor.wake()
+                if time.monotonic() >= next_refill:
+                    self.catch_up()
+                    next_refill = time.monotonic() + refill_every
+                self.last_sweep = time.monotonic()
+            except DB_ERRORS as exc:
+                log.warning("sweep failed (%s); next try in %.1f s", exc, self.settings.sweep_seconds)
+            except Exception:  # noqa: BLE001 - the safety net must not fall
+                log.exception("sweep failed; next try in %.1f s", self.settings.sweep_seconds)
+        log.info("sweeper stopped")
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        listener_ok = self.listener.connected.is_set() and now - self.listener.last_heartbeat < \
+            self.settings.listen_timeout_seconds * 3 + 5
+        return {
+            "listener": {
+                "status": "ok" if listener_ok else "down",
+                "connected": self.listener.connected.is_set(),
+                "seconds_since_heartbeat": round(now - self.listener.last_heartbeat, 3)
+                if self.listener.last_heartbeat else None,
+                "reconnects": self.listener.reconnects,
+                "last_error": self.listener.last_error,
+            },
+            "scheduler": {
+                "status": "ok" if self.scheduler.running else "down",
+                "armed": self.scheduler.armed_count,
+                "horizon_seconds": self.settings.horizon_seconds,
+            },
+            "executor": {
+                "status": "ok" if self.executor.alive else "down",
+                "inflight": self.executor.inflight,
+                "workers": self.settings.worker_threads,
+                "last_error": self.executor.last_claim_error,
+                "seconds_since_sweep": round(now - self.last_sweep, 3) if self.last_sweep else None,
+            },
+        }

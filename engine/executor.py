@@ -1,0 +1,329 @@
+"""Claims due events, runs them in a bounded worker pool under a lease, and records their outcomes.
+
+Three kinds of thread, each with a clean stop and a bounded wait:
+- the dispatcher claims due events (woken by the scheduler, the listener, or its sweep period);
+- workers run one attempt each, with the callback's timeout;
+- the completer writes outcomes in batches (one transaction per batch, history by trigger)
+  and enforces timeouts: an attempt past its deadline is recorded as failed and its thread is
+  replaced, so a hung callback never shrinks the pool.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import audit
+import crashpoints
+from config import Settings
+from controllers import attempts
+from controllers.attempts import Outcome
+from db import CONNECTION_ERRORS, Database
+from engine import kinds
+from errors import Unavailable
+from metrics import Metrics
+
+log = logging.getLogger("punctual.executor")
+
+DB_ERRORS = (Unavailable, *CONNECTION_ERRORS)
+_STOP = object()
+
+
+@dataclass
+class _Running:
+    row: dict[str, Any]
+    started: float = 0.0
+    deadline: float = float("inf")
+    thread: threading.Thread | None = None
+    timed_out: bool = False
+
+
+@dataclass(order=True)
+class _Queued:
+    sort_key: tuple
+    row: dict[str, Any] = field(compare=False)
+
+
+class Executor:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics) -> None:
+        self.db = db
+        self.settings = settings
+        self.metrics = metrics
+        self.worker = settings.instance_name
+        # Claimed attempts may wait locally for a free worker; this bounds how many.
+        self.capacity = settings.worker_threads + settings.claim_batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._claiming = True
+        self._work: queue.PriorityQueue[_Queued | Any] = queue.PriorityQueue()
+        self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._inflight: dict[tuple[int, int], _Running] = {}
+        self._lock = threading.Lock()
+        self._workers: set[threading.Thread] = set()
+        self._abandoned: set[threading.Thread] = set()
+        self._order = itertools.count()
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="punctual-dispatcher", daemon=True)
+        self._completer = threading.Thread(target=self._complete_loop, name="punctual-completer", daemon=True)
+        self._completer_stop = threading.Event()
+        self.last_claim_error: str | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self.settings.worker_threads):
+            self._spawn_worker()
+        self._completer.start()
+        self._dispatcher.start()
+        log.info("executor started: %d workers, capacity %d", self.settings.worker_threads, self.capacity)
+
+    def wake(self) -> None:
+        """Ask the dispatcher to claim now (something is, or may be, due)."""
+        self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._dispatcher.is_alive() and self._completer.is_alive()
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def stop(self, grace: float) -> None:
+        """Stop claiming; let running attempts finish within `grace`, then give the rest back."""
+        log.info("executor stopping: no new claims, %d attempts in flight", self.inflight)
+        self._claiming = False
+        self._stop.set()
+        self._wake.set()
+        self._dispatcher.join(timeout=10)
+        # Claimed but not started: give them back at once, nobody will run them here.
+        waiting = []
+        while True:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Queued):
+                waiting.append(item.row)
+        with self._lock:
+            for row in waiting:
+                self._inflight.pop((row["id"], row["attempts"]), None)
+        self._release(waiting, "released: instance shutting down before the attempt started")
+        deadline = time.monotonic() + grace
+        while self.inflight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            left = [entry.row for entry in self._inflight.values()]
+            for entry in self._inflight.values():
+                entry.timed_out = True  # a late return is not recorded: the attempt was given back
+            self._inflight.clear()
+        self._release(left, f"released: instance shut down while the attempt ran past {grace:g} s")
+        for _ in list(self._workers):
+            self._work.put(_Queued((float("inf"),), _STOP))
+        self._completer_stop.set()
+        self._completer.join(timeout=30)
+        log.info("executor stopped")
+
+    # -- dispatcher ---------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        log.info("dispatcher started")
+        backoff = 0.25
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.sweep_seconds)
+            self._wake.clear()
+            try:
+                self._claim_available()
+                self.last_claim_error = None
+                backoff = 0.25
+            except DB_ERRORS as exc:
+                self.last_claim_error = str(exc)
+                log.warning("claim failed (%s); retrying in %.2f s", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
+            except Exception:  # noqa: BLE001 - the dispatcher must outlive any single bad round
+                log.exception("claim round failed; retrying in %.2f s", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
+        log.info("dispatcher stopped")
+
+    def _claim_available(self) -> None:
+        while self._claiming:
+            free = self.capacity - self.inflight
+            if free <= 0:
+                return
+            limit = min(free, self.settings.claim_batch)
+            rows = attempts.claim_due(self.db, self.worker, limit, self.settings.lease_grace_seconds)
+            if rows:
+                self._accept(rows)
+            if len(rows) < limit:
+                return
+
+    def _accept(self, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for row in rows:
+                self._inflight[(row["id"], row["attempts"])] = _Running(row)
+        for row in rows:
+            self.metrics.lateness.observe(max((row["started_at"] - row["scheduled_for"]).total_seconds(), 0.0))
+            audit.record("attempt_started", row, worker=self.worker, scheduled_for=row["scheduled_for"],
+                         started_at=row["started_at"])
+            self._work.put(_Queued((-row["priority"], row["scheduled_for"], next(self._order)), row))
+        self.metrics.inflight.set(self.inflight)
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _spawn_worker(self) -> None:
+        thread = threading.Thread(target=self._worker_loop, name="punctual-worker", daemon=True)
+        with self._lock:
+            self._workers.add(thread)
+        thread.start()
+
+    def _worker_loop(self) -> None:
+        me = threading.current_thread()
+        try:
+            while True:
+                item = self._work.get()
+                if item.row is _STOP:
+                    return
+                self._run(item.row)
+                with self._lock:
+                    if me in self._abandoned:  # timed out; a replacement already took our place
+                        self._abandoned.discard(me)
+                        return
+        finally:
+            with self._lock:
+                self._workers.discard(me)
+
+    def _run(self, row: dict[str, Any]) -> None:
+        key = (row["id"], row["attempts"])
+        with self._lock:
+            entry = self._inflight.get(key)
+            if entry is None:  # released during shutdown before we got to it
+                return
+            entry.started = time.monotonic()
+            entry.deadline = entry.started + row["timeout_seconds"]
+            entry.thread = threading.current_thread()
+        crashpoints.reached("after_claim")
+        attempt = kinds.Attempt(
+            event_id=row["id"], attempt=row["attempts"], callback=row["callback"], kind=row["kind"],
+            target=row["target"], config=row["config"] or {}, payload=row["payload"],
+            timeout=row["timeout_seconds"],
+        )
+        ok, result, error = False, None, None
+        try:
+            result = kinds.run(self.settings, attempt)
+            json.dumps(result)  # must be storable as the result
+            ok = True
+        except kinds.AttemptFailed as exc:
+            error = str(exc)
+        except (TypeError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("callback %s raised on event %s attempt %s", row["callback"], row["id"], row["attempts"],
+                        exc_info=True)
+        duration = time.monotonic() - entry.started
+        crashpoints.reached("before_outcome")
+        with self._lock:
+            entry = self._inflight.pop(key, None)
+        if entry is None or entry.timed_out:
+            return  # already recorded as timed out, or given back at shutdown
+        self.metrics.run_time.labels(row["kind"]).observe(duration)
+        self._outcomes.put(self._outcome(row, ok, result, error, duration))
+        self._wake.set()  # a slot is free
+
+    def _outcome(self, row: dict[str, Any], ok: bool, result: Any, error: str | None, duration: float) -> Outcome:
+        delay = attempts.retry_delay(row["attempts"], self.settings.retry_base_seconds,
+                                     self.settings.retry_max_seconds)
+        return Outcome(row["id"], row["attempts"], ok, result, error, 0.0 if ok else delay, duration)
+
+    # -- completer ----------------------------------------------------------------------
+
+    def _complete_loop(self) -> None:
+        log.info("completer started")
+        backoff = 0.25
+        pending: list[Outcome] = []
+        while True:
+            if not pending:
+                try:
+                    pending.append(self._outcomes.get(timeout=0.05))
+                except queue.Empty:
+                    self._enforce_timeouts()
+                    if self._completer_stop.is_set():
+                        break
+                    continue
+            while len(pending) < 1000:
+                try:
+                    pending.append(self._outcomes.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(pending)
+                pending = []
+                backoff = 0.25
+            except DB_ERRORS as exc:
+                if self._completer_stop.is_set() and backoff >= self.settings.reconnect_max_seconds:
+                    log.error("giving up on %d outcomes at shutdown (%s); their leases will expire and they "
+                              "will be retried", len(pending), exc)
+                    break
+                log.warning("writing %d outcomes failed (%s); retrying in %.2f s", len(pending), exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
+            self._enforce_timeouts()
+        log.info("completer stopped")
+
+    def _write(self, outcomes: list[Outcome]) -> None:
+        rows = attempts.record_outcomes(self.db, self.worker, outcomes)
+        by_key = {(o.event_id, o.attempt): o for o in outcomes}
+        for row in rows:
+            outcome = by_key.pop((row["id"], row["attempts"]))
+            if row["state"] == "finished":
+                self.metrics.attempts.labels("succeeded").inc()
+                audit.record("attempt_succeeded", row, duration=outcome.duration, result=row["result"])
+            elif row["state"] == "scheduled":
+                self.metrics.attempts.labels("retry").inc()
+                audit.record("attempt_failed", row, duration=outcome.duration, error=row["last_error"],
+                             next_run=row["next_run"])
+            else:
+                self.metrics.attempts.labels("failed").inc()
+                audit.record("event_failed", row, duration=outcome.duration, error=row["last_error"])
+        for outcome in by_key.values():
+            log.warning("outcome of event %s attempt %s not recorded: its lease was lost to another worker",
+                        outcome.event_id, outcome.attempt)
+        self.metrics.inflight.set(self.inflight)
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        expired: list[_Running] = []
+        with self._lock:
+            for key, entry in list(self._inflight.items()):
+                if entry.thread is not None and now > entry.deadline:
+                    entry.timed_out = True
+                    del self._inflight[key]
+                    self._abandoned.add(entry.thread)
+                    expired.append(entry)
+        for entry in expired:
+            row = entry.row
+            log.warning("event %s attempt %s timed out after %g s; its thread is abandoned and replaced",
+                        row["id"], row["attempts"], row["timeout_seconds"])
+            self.metrics.attempts.labels("timeout").inc()
+            self._outcomes.put(self._outcome(row, False, None, f"timed out after {row['timeout_seconds']:g} s",
+                                             now - entry.started))
+            self._spawn_worker()
+            self._wake.set()
+
+    def _release(self, rows: list[dict[str, Any]], reason: str) -> None:
+        if not rows:
+            return
+        try:
+            released = attempts.release(self.db, self.worker, [(r["id"], r["attempts"]) for r in rows], reason)
+        except DB_ERRORS as exc:
+            log.error("could not release %d attempts (%s); their leases will expire", len(rows), exc)
+            return
+        for row in released:
+            audit.record("attempt_released", row, worker=self.worker, error=reason)

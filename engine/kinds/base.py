@@ -1,0 +1,23 @@
+"""What a kind's runner is given, and how it says an attempt failed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class AttemptFailed(Exception):
+    """The attempt failed; the message is stored as the event's last_error."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of one event, with its callback's definition."""
+
+    event_id: int
+    attempt: int
+    callback: str
+    kind: str
+    target: str
+    config: dict[str, Any]
+    payload: dict[str, Any]
+    timeout: float

@@ -1,0 +1,136 @@
+"""LISTEN on the events channel and turn notifications into scheduler updates.
+
+NOTIFY is a hint, not the truth: after every (re)connect the listener catches up from the table,
+and the engine's sweep covers anything a lost notification missed. The connection is dedicated,
+autocommit (never idle in a transaction, which would block the server's notify queue), and
+waited on with a bounded select(), so stop() is honoured within one timeout.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import select
+import threading
+import time
+from typing import Callable
+
+from db import CONNECTION_ERRORS, Database
+from metrics import Metrics
+
+log = logging.getLogger("punctual.listener")
+
+CHANNEL = "punctual_events"
+
+
+def parse_notification(payload: str) -> int | None:
+    """The event id in a notification, or None (logged) for anything we did not send."""
+    try:
+        data = json.loads(payload)
+        event_id = data["id"]
+        if isinstance(event_id, int) and not isinstance(event_id, bool):
+            return event_id
+    except (ValueError, TypeError, KeyError):
+        pass
+    log.warning("ignoring unexpected notification payload %r", payload[:200])
+    return None
+
+
+class Listener:
+    def __init__(self, db: Database, metrics: Metrics, timeout: float, reconnect_max: float,
+                 on_ids: Callable[[set[int]], None], on_connect: Callable[[], None]) -> None:
+        self.db = db
+        self.metrics = metrics
+        self.timeout = timeout
+        self.reconnect_max = reconnect_max
+        self._on_ids = on_ids
+        self._on_connect = on_connect
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="punctual-listener", daemon=True)
+        self.connected = threading.Event()  # set once LISTEN and the catch-up are done
+        self.last_heartbeat = 0.0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self.backend_pid: int | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.timeout + 5)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        log.info("listener started")
+        backoff = 0.1
+        first = True
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self.db.connect("listener", autocommit=True)
+                with conn.cursor() as cur:
+                    cur.execute(f"LISTEN {CHANNEL}")
+                    cur.execute("SELECT pg_backend_pid()")
+                    self.backend_pid = cur.fetchone()[0]
+                # LISTEN before the catch-up: a row committed in between is seen by one or the other.
+                self._on_connect()
+                self.connected.set()
+                self.metrics.listener_connected.set(1)
+                self.last_heartbeat = time.monotonic()
+                self.last_error = None
+                if not first:
+                    self.reconnects += 1
+                    self.metrics.listener_reconnects.inc()
+                    log.info("listener reconnected (backend %s) and caught up", self.backend_pid)
+                else:
+                    log.info("listening on %s (backend %s)", CHANNEL, self.backend_pid)
+                first = False
+                backoff = 0.1
+                self._listen(conn)
+            except CONNECTION_ERRORS as exc:
+                self.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+            except Exception as exc:  # noqa: BLE001 - the listener must survive anything and reconnect
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("listener failed")
+            finally:
+                self.connected.clear()
+                self.metrics.listener_connected.set(0)
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+            if self._stop.is_set():
+                break
+            delay = backoff * random.uniform(0.5, 1.0)
+            log.warning("listener lost its connection (%s); reconnecting in %.2f s", self.last_error, delay)
+            self._stop.wait(delay)
+            backoff = min(backoff * 2, self.reconnect_max)
+        log.info("listener stopped")
+
+    def _listen(self, conn) -> None:
+        while not self._stop.is_set():
+            readable, _, _ = select.select([conn], [], [], self.timeout)
+            if readable:
+                conn.poll()
+            else:
+                # Heartbeat: notices a dead server that select() alone would wait on forever.
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                self.last_heartbeat = time.monotonic()
+            ids: set[int] = set()
+            while conn.notifies:  # also filled by the heartbeat query
+                event_id = parse_notification(conn.notifies.pop(0).payload)
+                if event_id is not None:
+                    ids.add(event_id)
+            if ids:
+                try:
+                    self._on_ids(ids)
+                except CONNECTION_ERRORS:
+                    raise
+                except Exception:  # noqa: BLE001 - a failing handler must not stop the listener
+                    log.exception("handling %d notifications failed; the sweep will pick them up", len(ids))

@@ -1,0 +1,98 @@
+"""The in-memory timer: APScheduler wakes the executor at each armed event's scheduled_for.
+
+It is a cache of the events table, never the truth: jobs are plain wake-ups (the executor claims
+whatever is due, by priority), so a lost, late or duplicate job can delay but never lose or
+double an attempt. Only events due within the horizon are held, so far-future events cost rows,
+not memory.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable
+
+from apscheduler.executors.debug import DebugExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+log = logging.getLogger("punctual.scheduler")
+
+
+class Scheduler:
+    def __init__(self, horizon_seconds: float, on_due: Callable[[], None]) -> None:
+        self.horizon = timedelta(seconds=horizon_seconds)
+        self._on_due = on_due
+        self._armed: dict[int, datetime] = {}
+        self._lock = threading.Lock()
+        # DebugExecutor runs the (tiny) wake-up inline in the scheduler thread: no pool hop.
+        # misfire_grace_time=None: a late job still fires; APScheduler's default would skip it.
+        self._aps = BackgroundScheduler(
+            timezone=timezone.utc,
+            executors={"default": DebugExecutor()},
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._aps.running
+
+    @property
+    def armed_count(self) -> int:
+        return len(self._armed)
+
+    def start(self) -> None:
+        self._aps.start()
+        log.info("scheduler started (horizon %.0f s)", self.horizon.total_seconds())
+
+    def stop(self) -> None:
+        if self._aps.running:
+            self._aps.shutdown(wait=False)
+        with self._lock:
+            self._armed.clear()
+        log.info("scheduler stopped")
+
+    def sync(self, rows: Iterable[dict[str, Any]], missing: Iterable[int] = ()) -> None:
+        """Bring the timers in line with rows read from the database (id, state, scheduled_for)."""
+        now = datetime.now(timezone.utc)
+        due = False
+        for row in rows:
+            if row["state"] != "scheduled":
+                self.disarm(row["id"])
+            elif row["scheduled_for"] <= now:
+                self.disarm(row["id"])
+                due = True
+            else:
+                self._arm(row["id"], row["scheduled_for"], now)
+        for event_id in missing:
+            self.disarm(event_id)
+        if due:
+            self._on_due()
+
+    def _arm(self, event_id: int, when: datetime, now: datetime) -> None:
+        if when > now + self.horizon:
+            self.disarm(event_id)  # moved beyond the horizon: the horizon refill arms it later
+            return
+        with self._lock:
+            if self._armed.get(event_id) == when:
+                return
+            self._armed[event_id] = when
+        if not self._aps.running:
+            return
+        # Explicit id + replace_existing: re-arming (reschedule, repeated notify) never duplicates.
+        self._aps.add_job(self._fire, "date", run_date=when, id=f"event:{event_id}",
+                          args=(event_id,), replace_existing=True)
+
+    def disarm(self, event_id: int) -> None:
+        with self._lock:
+            if self._armed.pop(event_id, None) is None:
+                return
+        try:
+            self._aps.remove_job(f"event:{event_id}")
+        except JobLookupError:
+            pass  # it fired meanwhile
+
+    def _fire(self, event_id: int) -> None:
+        with self._lock:
+            self._armed.pop(event_id, None)
+        self._on_due()

@@ -1,0 +1,61 @@
+"""Prometheus metrics of one instance; event counts by state are read from the database at scrape time."""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from schemas import STATES
+
+log = logging.getLogger("punctual.metrics")
+
+_LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_RUN_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
+
+
+class _StateCollector(Collector):
+    def __init__(self, count_by_state: Callable[[], dict[str, int]]) -> None:
+        self._count = count_by_state
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("punctual_events", "Events in the database, by state", labels=["state"])
+        try:
+            counts = self._count()
+        except Exception:  # noqa: BLE001 - a scrape during an outage reports what it can
+            log.warning("could not count events for /metrics", exc_info=True)
+            return
+        for state in STATES:
+            family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.attempts = Counter("punctual_attempts", "Attempts finished by this instance, by outcome",
+                                ["outcome"], registry=self.registry)
+        self.lateness = Histogram("punctual_lateness_seconds", "Claim time minus scheduled_for",
+                                  buckets=_LATENESS_BUCKETS, registry=self.registry)
+        self.run_time = Histogram("punctual_run_seconds", "Time a callback took", ["kind"],
+                                  buckets=_RUN_BUCKETS, registry=self.registry)
+        self.armed = Gauge("punctual_armed_events", "Events held by the in-memory scheduler",
+                           registry=self.registry)
+        self.inflight = Gauge("punctual_inflight_attempts", "Attempts claimed and not yet recorded",
+                              registry=self.registry)
+        self.listener_connected = Gauge("punctual_listener_connected", "1 while LISTEN is established",
+                                        registry=self.registry)
+        self.listener_reconnects = Counter("punctual_listener_reconnects", "LISTEN connections re-established",
+                                           registry=self.registry)
+        self.lease_rescues = Counter("punctual_lease_expired", "Running events rescued after their lease ran out",
+                                     registry=self.registry)
+        self.http_requests = Counter("punctual_http_requests", "HTTP requests answered, by status class",
+                                     ["status"], registry=self.registry)
+
+    def watch_states(self, count_by_state: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_StateCollector(count_by_state))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

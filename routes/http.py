@@ -1,0 +1,145 @@
+"""What every request goes through: strict JSON in, the JSON error body out, the API token on writes."""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+from datetime import date, datetime
+from typing import Any
+
+from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from errors import AppError, BadRequest, Invalid, Unauthorized
+from routes import answer, services
+
+log = logging.getLogger("punctual.http")
+
+MAX_DEPTH = 64
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class StrictJSON(DefaultJSONProvider):
+    """JSON as the RFC has it: no NaN/Infinity (jsonb refuses them), ISO 8601 times in answers."""
+
+    sort_keys = False
+    ensure_ascii = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return json.loads(s, parse_constant=_reject_constant, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        if isinstance(o, (datetime, date)):
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
+
+
+def _unstorable(value: Any, depth: int = 0, path: str = "$") -> str | None:
+    """Why PostgreSQL could not store this JSON (NUL, lone surrogate, too deep), or None."""
+    if depth > MAX_DEPTH:
+        return f"{path}: nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{path}: strings cannot contain \\u0000"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path}: strings cannot contain lone surrogates"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            problem = _unstorable(key, depth + 1, path) or _unstorable(item, depth + 1, f"{path}.{key[:40]}")
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _unstorable(item, depth + 1, f"{path}[{index}]")
+            if problem:
+                return problem
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{path}: numbers must be finite"
+    return None
+
+
+def check_token() -> None:
+    token = services().settings.api_token
+    if not token or request.method not in WRITE_METHODS:
+        return
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
+        raise Unauthorized("this route needs 'Authorization: Bearer <API_TOKEN>'")
+
+
+def check_body() -> None:
+    """Parse a request body once, strictly; the route's model then validates the same object."""
+    if request.method not in ("POST", "PUT", "PATCH") or not request.content_length and not request.data:
+        return
+    body = request.get_json()  # 415 for another content type, 400 for malformed JSON (cached for the route)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", {"got": type(body).__name__})
+    problem = _unstorable(body)
+    if problem:
+        raise Invalid(problem)
+
+
+def _validation_error(exc: ValidationError):
+    """Pydantic's complaint as our JSON error body (422), one entry per field."""
+    fields = [
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", ""),
+         "type": err.get("type", "")}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    summary = "; ".join(f"{f['field'] or 'body'}: {f['message']}" for f in fields[:5])
+    return answer(Invalid(f"invalid request: {summary}", {"fields": fields}).body(), 422)
+
+
+def install(app: Flask) -> None:
+    """Hook the JSON provider, the guards and the error mapping onto the app."""
+    app.json_provider_class = StrictJSON
+    app.json = StrictJSON(app)
+    app.before_request(check_token)
+    app.before_request(check_body)
+
+    @app.errorhandler(AppError)
+    def app_error(exc: AppError):
+        return answer(exc.body(), exc.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.response is not None:  # a ready answer, e.g. flask-openapi3's validation error
+            return exc.response
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if exc.code == 400 and "JSON" in (message or ""):
+            code = "bad_request"
+        response = answer({"error": {"code": code, "message": message, "details": {}}}, exc.code or 500)
+        if exc.code == 405:
+            valid = getattr(exc, "valid_methods", None)
+            if valid:
+                response.headers["Allow"] = ", ".join(valid)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return answer({"error": {"code": "internal_error", "message": "internal error; see errors.log",
+                                 "details": {}}}, 500)
+
+    @app.after_request
+    def count(response):
+        metrics = services().metrics
+        metrics.http_requests.labels(f"{response.status_code // 100}xx").inc()
+        return response
+
+
+validation_error_callback = _validation_error

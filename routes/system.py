@@ -1,0 +1,48 @@
+"""Health, metrics, the OpenAPI document and the web client."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Response, current_app, send_from_directory
+from flask_openapi3 import APIBlueprint, Tag
+
+from routes import answer, services
+from schemas import Health
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+
+tag = Tag(name="system", description="Health, metrics, this document")
+bp = APIBlueprint("system", __name__, abp_tags=[tag])
+
+
+@bp.get("/health", responses={200: Health, 503: Health})
+def health():
+    """Liveness and readiness of the database, listener, scheduler, executor and Kafka."""
+    s = services()
+    checks = {"database": {"status": "ok" if s.db.ping() else "down"}}
+    if s.engine is not None:
+        checks.update(s.engine.health())
+    else:
+        checks["engine"] = {"status": "off", "reason": "this process serves the API only"}
+    checks["kafka"] = {"status": "off", "reason": "KAFKA_BOOTSTRAP_SERVERS is not set"} \
+        if not s.settings.kafka_enabled else {"status": "configured"}
+    healthy = all(check["status"] in ("ok", "off", "configured") for check in checks.values())
+    return answer({"status": "ok" if healthy else "degraded", "checks": checks}, 200 if healthy else 503)
+
+
+@bp.get("/metrics", doc_ui=False)
+def metrics():
+    """Prometheus text metrics."""
+    return Response(services().metrics.render(), mimetype="text/plain; version=0.0.4")
+
+
+@bp.get("/openapi.json", doc_ui=False)
+def openapi():
+    """This API, described from the same models that validate its requests."""
+    return answer(current_app.api_doc)
+
+
+@bp.get("/", doc_ui=False)
+def index():
+    """The web client."""
+    return send_from_directory(CLIENT_DIR, "index.html")

@@ -1,0 +1,180 @@
+"""Request and response models: they validate every request and generate /openapi.json."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+STATES = ("scheduled", "running", "finished", "failed", "cancelled")
+KINDS = ("python", "webhook", "kafka", "manual")
+State = Literal["scheduled", "running", "finished", "failed", "cancelled"]
+Kind = Literal["python", "webhook", "kafka", "manual"]
+
+
+def parse_instant(value: Any) -> datetime:
+    """ISO 8601 with an explicit offset only: a naive time or a bare number is ambiguous, so it is refused."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2030-01-01T12:00:00+00:00") from None
+    else:
+        raise ValueError("must be an ISO 8601 date-time string with an offset")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError("must include a UTC offset (e.g. Z or +05:30); naive times are ambiguous")
+    return parsed.astimezone(timezone.utc)
+
+
+Instant = Annotated[
+    datetime,
+    BeforeValidator(parse_instant),
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2030-01-01T12:00:00+00:00"}),
+]
+Int32 = Annotated[int, Field(ge=-2_147_483_648, le=2_147_483_647)]
+Attempts = Annotated[int, Field(ge=1, le=100)]
+Timeout = Annotated[float, Field(gt=0, le=86_400)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused: a client can never set ids, states or attempts (no mass assignment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- callbacks ----------------------------------------------------------------------------
+
+class CallbackCreate(Strict):
+    name: Name
+    kind: Kind
+    target: str = Field("", max_length=2000, description="handler name, webhook URL or topic")
+    config: dict[str, Any] = Field(default_factory=dict, description="headers, key and the like")
+    max_attempts: Optional[Attempts] = None
+    timeout_seconds: Optional[Timeout] = None
+
+
+class CallbackUpdate(Strict):
+    name: Optional[Name] = None
+    kind: Optional[Kind] = None
+    target: Optional[str] = Field(None, max_length=2000)
+    config: Optional[dict[str, Any]] = None
+    max_attempts: Optional[Attempts] = None
+    timeout_seconds: Optional[Timeout] = None
+
+
+class CallbackPath(BaseModel):
+    callback_id: int
+
+
+class Callback(BaseModel):
+    id: int
+    name: str
+    kind: Kind
+    target: str
+    config: dict[str, Any]
+    max_attempts: int
+    timeout_seconds: float
+    created_at: datetime
+    updated_at: datetime
+
+
+class CallbackList(BaseModel):
+    callbacks: list[Callback]
+
+
+# -- events -------------------------------------------------------------------------------
+
+class EventCreate(Strict):
+    callback: Union[int, Name] = Field(description="the callback's name or id")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    scheduled_for: Optional[Instant] = Field(None, description="default: now")
+    priority: Int32 = 0
+    max_attempts: Optional[Attempts] = Field(None, description="default: the callback's")
+    idempotency_key: Optional[Name] = None
+
+
+class EventBatch(Strict):
+    events: list[EventCreate] = Field(min_length=1, max_length=10_000)
+
+
+class EventUpdate(Strict):
+    payload: Optional[dict[str, Any]] = None
+    scheduled_for: Optional[Instant] = None
+    priority: Optional[Int32] = None
+    max_attempts: Optional[Attempts] = None
+
+
+class EventPath(BaseModel):
+    event_id: int
+
+
+class EventQuery(Strict):
+    state: Optional[State] = None
+    callback: Optional[Name] = Field(None, description="name or id")
+    scheduled_after: Optional[Instant] = None
+    scheduled_before: Optional[Instant] = None
+    limit: int = Field(50, ge=1, le=1000)
+    cursor: Optional[int] = Field(None, ge=0, description="next_cursor of the previous page")
+    order: Literal["desc", "asc"] = "desc"
+
+
+class HistoryEntry(BaseModel):
+    state: State
+    attempt: int
+    at: datetime
+    worker: Optional[str] = None
+    error: Optional[str] = None
+
+
+class Event(BaseModel):
+    id: int
+    callback: str
+    payload: dict[str, Any]
+    scheduled_for: datetime
+    state: State
+    priority: int
+    attempts: int
+    max_attempts: int
+    result: Any = None
+    last_error: Optional[str] = None
+    idempotency_key: Optional[str] = None
+    source: str
+    worker: Optional[str] = None
+    lease_until: Optional[datetime] = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class EventDetail(Event):
+    history: list[HistoryEntry]
+
+
+class EventList(BaseModel):
+    events: list[Event]
+    next_cursor: Optional[int] = None
+
+
+class EventBatchResult(BaseModel):
+    events: list[Event]
+
+
+# -- system -------------------------------------------------------------------------------
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, dict[str, Any]]
