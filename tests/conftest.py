@@ -1,0 +1,168 @@
+"""Fixtures: a real PostgreSQL (DATABASE_URL's server, or an embedded pgserver), a fresh database per
+test copied from a template that has the schema, the app in-process or as `python app.py` processes,
+and real HTTP servers as webhook targets."""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import audit  # noqa: E402
+from config import Settings  # noqa: E402
+from db import Database  # noqa: E402
+from tests.helpers import AppProcess, free_port  # noqa: E402
+import tests.handlers  # noqa: E402,F401 - registers the test handlers in this process too
+
+SIDE_TABLES = """
+CREATE TABLE IF NOT EXISTS executions (
+    event_id bigint NOT NULL, attempt integer NOT NULL, pid integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (event_id, attempt)
+);
+"""
+
+
+def _admin_url() -> tuple[str, object]:
+    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if url:
+        return url, None
+    import pgserver
+
+    folder = tempfile.mkdtemp(prefix="punctual-pg-")
+    server = pgserver.get_server(folder, cleanup_mode="delete")
+    return server.get_uri(), server
+
+
+def dsn(base: str, dbname: str) -> str:
+    return psycopg2.extensions.make_dsn(base, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """(admin URL, template name): the template holds the schema and the tests' side tables."""
+    url, server = _admin_url()
+    template = f"punctual_tpl_{os.getpid()}"
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {template}")
+        cur.execute(f"CREATE DATABASE {template}")
+    tpl = Database(dsn(url, template), pool_size=2)
+    tpl.apply_schema()
+    tpl.query(SIDE_TABLES)
+    tpl.close()
+    yield url, template
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {template} WITH (FORCE)")
+    admin.close()
+    if server is not None:
+        server.cleanup()  # stop the embedded server now, while pytest's streams are still open
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def db_url(pg_server):
+    """A fresh database for this test, with the schema already applied."""
+    url, template = pg_server
+    name = f"punctual_t_{os.getpid()}_{next(_counter)}"
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    yield dsn(url, name)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    path = tmp_path / "logs"
+    audit.setup_logging(str(path), 10 * 1024 * 1024, 2)
+    return path
+
+
+@pytest.fixture
+def settings(log_dir):
+    return Settings.from_env({}, log_dir=str(log_dir), sweep_seconds=0.5, retry_base_seconds=0.05,
+                             retry_max_seconds=0.2, lease_grace_seconds=2.0, shutdown_grace_seconds=2.0,
+                             listen_timeout_seconds=0.5, reconnect_max_seconds=1.0, worker_threads=8,
+                             python_handler_modules=("tests.handlers",))
+
+
+@pytest.fixture
+def db(db_url):
+    database = Database(db_url, pool_size=10)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def app(settings, db):
+    """The API without the engine: requests only, nothing runs."""
+    from app import create_app
+
+    return create_app(settings, db)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def engine(settings, db):
+    """A running engine in this process (listener, scheduler, executor)."""
+    from engine import Engine
+    from metrics import Metrics
+
+    eng = Engine(db, settings, Metrics())
+    eng.start()
+    assert eng.listener.connected.wait(10), "listener did not connect"
+    yield eng
+    eng.stop()
+
+
+@pytest.fixture
+def live_client(settings, db, engine):
+    """The API with a running engine behind it."""
+    from app import create_app
+
+    return create_app(settings, db, engine, engine.metrics).test_client()
+
+
+@pytest.fixture
+def start_app(db_url, tmp_path):
+    """Start `python app.py` processes on this test's database; all are killed at the end."""
+    started: list[AppProcess] = []
+
+    def start(**env: str) -> AppProcess:
+        proc = AppProcess(ROOT, db_url, tmp_path / f"app{len(started)}", free_port(), env)
+        started.append(proc)
+        proc.start()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
+def webhook():
+    from tests.helpers import WebhookTarget
+
+    target = WebhookTarget()
+    yield target
+    target.close()
