@@ -112,10 +112,78 @@ CREATE OR REPLACE TRIGGER events_notify_update
                        OR OLD.state IS DISTINCT FROM NEW.state)
     EXECUTE FUNCTION punctual_notify_event();
 
+-- A kafka-message-scheduler schedule's key: a later schedule with the same key replaces the
+-- pending one, a tombstone cancels it.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS schedule_key text;
+CREATE INDEX IF NOT EXISTS events_schedule_key_idx ON events (schedule_key) WHERE state = 'scheduled';
+
+-- Kafka messages already turned into events, one row per (topic, partition, offset). Inserted in
+-- the same transaction as the message's events, before the offset is committed to Kafka: a
+-- redelivered message hits the primary key and adds nothing (exactly once from Kafka).
+CREATE TABLE IF NOT EXISTS kafka_messages (
+    topic       text NOT NULL,
+    partition   integer NOT NULL,
+    "offset"    bigint NOT NULL,
+    events      integer NOT NULL DEFAULT 0,   -- events made from it (0 for a rejected one)
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic, partition, "offset")
+);
+
+-- Kafka messages that could not become events: kept with their raw bytes and the reason, and skipped.
+CREATE TABLE IF NOT EXISTS rejected_messages (
+    id          bigserial PRIMARY KEY,
+    topic       text NOT NULL,
+    partition   integer NOT NULL,
+    "offset"    bigint NOT NULL,
+    key         bytea,
+    value       bytea,
+    reason      text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (topic, partition, "offset")
+);
+
+-- Outbox: every terminal state change writes one row here in the same transaction (trigger
+-- below); the relay publishes unsent rows in id order to the history topic, then marks them.
+-- Nothing is published for a change that rolled back, and nothing is lost while Kafka is down.
+CREATE TABLE IF NOT EXISTS outbox (
+    id         bigserial PRIMARY KEY,
+    event_id   bigint NOT NULL,
+    body       jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    sent_at    timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent_idx ON outbox (id) WHERE sent_at IS NULL;
+
+CREATE OR REPLACE FUNCTION punctual_write_outbox() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO outbox (event_id, body)
+    SELECT NEW.id, jsonb_build_object(
+        'event_id', NEW.id, 'callback', c.name, 'state', NEW.state, 'attempts', NEW.attempts,
+        'result', NEW.result, 'error', NEW.last_error, 'scheduled_for', NEW.scheduled_for,
+        'finished_at', NEW.finished_at, 'source', NEW.source, 'worker', NEW.worker)
+    FROM callbacks c WHERE c.id = NEW.callback_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER events_outbox
+    AFTER UPDATE OF state ON events
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state
+                       AND NEW.state IN ('finished', 'failed', 'cancelled'))
+    EXECUTE FUNCTION punctual_write_outbox();
+
 -- The built-in callbacks, seeded once; a user's later edits are kept.
 INSERT INTO callbacks (name, kind, target) VALUES
     ('Addition',       'python', 'add'),
     ('Subtraction',    'python', 'subtract'),
     ('Multiplication', 'python', 'multiply'),
     ('Division',       'python', 'divide')
+ON CONFLICT (name) DO NOTHING;
+
+-- Alerts from Kafka become events of this manual callback: people claim them on the alert desk
+-- with 30 s to resolve or ask for more time. Schedules from the schedules topic use the other.
+INSERT INTO callbacks (name, kind, target, timeout_seconds, max_attempts) VALUES
+    ('Alert',          'manual', '',  30, 100),
+    ('KafkaScheduler', 'kafka',  '',  30, 5)
 ON CONFLICT (name) DO NOTHING;
