@@ -40,7 +40,16 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class Strict(BaseModel):
-    """Unknown fields are refused: a client can never set ids, states or attempts (no mass assignment)."""
+    """Request bodies: unknown fields are refused, so a client can never set ids, states or attempts (no
+    mass assignment), and types are strict, so "3" is not taken for 3 nor true for 1 (a JSON body has real
+    types; guessing hides client bugs)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StrictQuery(BaseModel):
+    """Query strings: unknown parameters are refused (a typo must not silently widen a listing); values
+    arrive as text, so they are converted (lax mode) and then checked."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -111,7 +120,7 @@ class EventPath(BaseModel):
     event_id: int
 
 
-class EventQuery(Strict):
+class EventQuery(StrictQuery):
     state: Optional[State] = None
     callback: Optional[Name] = Field(None, description="name or id")
     scheduled_after: Optional[Instant] = None
