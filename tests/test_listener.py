@@ -1,0 +1,131 @@
+"""The LISTEN side: a killed connection is re-established and caught up, garbage notifications are
+skipped, and a lost notification is covered by the sweep. NOTIFY is a hint, the table is the truth.
+
+Most engines here run with a 30 s sweep, so an event that runs on time can only have been found
+through LISTEN or the catch-up after a reconnect, not by the safety net."""
+from __future__ import annotations
+
+import select
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import psycopg2
+from psycopg2.extras import Json
+
+from config import Settings
+from db import Database
+from engine import Engine
+from engine.listener import CHANNEL, parse_notification
+from metrics import Metrics
+from tests.helpers import sql, wait_for
+
+LATENESS = 1.0
+
+_INSERT = """INSERT INTO events (callback_id, payload, scheduled_for, source)
+             SELECT id, %s, now() + make_interval(secs => %s), 'sql' FROM callbacks WHERE name = 'Addition'
+             RETURNING id"""
+
+
+def insert_event(db_url: str, in_seconds: float, *, silent: bool = False) -> int:
+    """Insert with plain SQL from another connection; `silent` disables the triggers (no NOTIFY)."""
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn, conn.cursor() as cur:
+            if silent:
+                cur.execute("SET LOCAL session_replication_role = replica")
+            cur.execute(_INSERT, (Json({"x": 1, "y": 1}), in_seconds))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def finished(db_url: str, event_id: int, timeout: float = 8.0) -> dict[str, Any]:
+    def done():
+        rows = sql(db_url, "SELECT * FROM events WHERE id = %s AND state = 'finished'", (event_id,))
+        return rows[0] if rows else None
+    return wait_for(done, timeout=timeout, message=f"event {event_id} to finish")
+
+
+def assert_on_time(event: dict[str, Any]) -> None:
+    late = (event["started_at"] - event["scheduled_for"]).total_seconds()
+    assert 0 <= late < LATENESS, f"event {event['id']} started {late:+.3f} s from its time"
+
+
+@contextmanager
+def running_engine(db: Database, settings: Settings, **changes: Any) -> Iterator[Engine]:
+    eng = Engine(db, settings.with_(**changes), Metrics())
+    eng.start()
+    try:
+        assert eng.listener.connected.wait(10), "listener did not connect"
+        yield eng
+    finally:
+        eng.stop()
+
+
+def test_a_terminated_listen_connection_reconnects_and_events_inserted_meanwhile_still_run_on_time(
+        db, settings, db_url):
+    from app import create_app
+
+    with running_engine(db, settings, sweep_seconds=30.0) as eng:
+        client = create_app(eng.settings, db, eng, eng.metrics).test_client()
+        old_pid = eng.listener.backend_pid
+        listeners = sql(db_url, "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'punctual-listener%%' "
+                                "AND datname = current_database()")
+        assert [r["pid"] for r in listeners] == [old_pid]
+        assert sql(db_url, "SELECT pg_terminate_backend(%s) AS ok", (old_pid,))[0]["ok"]
+        during_gap = insert_event(db_url, 0.5)  # most likely inserted before LISTEN is back: catch-up finds it
+        wait_for(lambda: eng.listener.reconnects >= 1 and eng.listener.connected.is_set(), timeout=5,
+                 message="the listener to reconnect")
+        assert eng.listener.backend_pid != old_pid
+        after = [insert_event(db_url, delay) for delay in (0.3, 0.8, 1.2)]
+        for event_id in (during_gap, *after):
+            assert_on_time(finished(db_url, event_id))
+        health = client.get("/health")
+        assert health.status_code == 200, health.json
+        listener = health.json["checks"]["listener"]
+        assert listener["status"] == "ok" and listener["connected"] and listener["reconnects"] >= 1
+        assert b"punctual_listener_reconnects_total 1.0" in client.get("/metrics").data
+
+
+def test_garbage_and_unknown_notifications_are_skipped_and_later_events_still_run(db, settings, db_url):
+    with running_engine(db, settings, sweep_seconds=30.0) as eng:
+        pid = eng.listener.backend_pid
+        for payload in ("garbage", '{"id": "abc"}', '{"op": "INSERT"}', "[1, 2]", "null", '{"id": true}',
+                        '{"id": 987654321}', '{"id": -1}', '{"id": 99999999999999999999999999}', "x" * 7000):
+            sql(db_url, "SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        sql(db_url, f"NOTIFY {CHANNEL}, 'garbage'")
+        event_id = insert_event(db_url, 0.5)
+        assert_on_time(finished(db_url, event_id))
+        assert eng.listener.alive and eng.listener.reconnects == 0 and eng.listener.backend_pid == pid
+
+
+def test_parse_notification_accepts_only_integer_ids():
+    assert parse_notification('{"id": 42, "op": "INSERT"}') == 42
+    for payload in ("garbage", '{"id": "42"}', '{"id": true}', '{"id": 4.2}', "[]", "null", "42", '{"x": 1}'):
+        assert parse_notification(payload) is None
+
+
+def test_an_insert_whose_notification_was_lost_is_run_by_the_sweep(engine, db_url):
+    spy = psycopg2.connect(db_url)
+    spy.autocommit = True
+    try:
+        with spy.cursor() as cur:
+            cur.execute(f"LISTEN {CHANNEL}")
+        due_now = insert_event(db_url, 0, silent=True)
+        due_soon = insert_event(db_url, 0.6, silent=True)
+        control = insert_event(db_url, 0.6)
+        # The control's notification arrives; the silent inserts sent none.
+        deadline = time.monotonic() + 3
+        seen: list[Any] = []
+        while time.monotonic() < deadline and not any(parse_notification(n.payload) == control for n in seen):
+            if select.select([spy], [], [], 0.2)[0]:
+                spy.poll()
+                seen.extend(spy.notifies)
+                spy.notifies.clear()
+        ids = {parse_notification(n.payload) for n in seen}
+        assert control in ids and due_now not in ids and due_soon not in ids
+    finally:
+        spy.close()
+    for event_id in (due_now, due_soon, control):
+        assert_on_time(finished(db_url, event_id))
