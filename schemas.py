@@ -25,7 +25,10 @@ def parse_instant(value: Any) -> datetime:
         raise ValueError("must be an ISO 8601 date-time string with an offset")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("must include a UTC offset (e.g. Z or +05:30); naive times are ambiguous")
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        raise ValueError("must be between years 1 and 9999 in UTC") from None
 
 
 Instant = Annotated[

@@ -17,6 +17,14 @@ SELECT = """SELECT e.id, c.name AS callback, e.payload, e.scheduled_for, e.state
             FROM events e JOIN callbacks c ON c.id = e.callback_id"""
 
 
+BIGINT_MAX = 2 ** 63 - 1
+
+
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _resolve_callbacks(cur, refs: Iterable[int | str]) -> dict[int | str, dict[str, Any]]:
     """Map each reference (a name, or an id) to its callback row.
 
@@ -24,8 +32,10 @@ def _resolve_callbacks(cur, refs: Iterable[int | str]) -> dict[int | str, dict[s
     """
     refs = set(refs)
     names = [r for r in refs if isinstance(r, str)]
-    # A digit string is a name first, an id otherwise ("callback": "7" finds callback 7).
-    ids = [r for r in refs if isinstance(r, int)] + [int(r) for r in names if r.isdigit()]
+    # A digit string is a name first, an id otherwise ("callback": "7" finds callback 7). Ids outside
+    # bigint cannot exist; sending them would make PostgreSQL fail the whole statement.
+    ids = [i for i in [r for r in refs if isinstance(r, int)] + [int(r) for r in names if _is_digits(r)]
+           if 0 < i <= BIGINT_MAX]
     cur.execute(
         "SELECT id, name, max_attempts FROM callbacks WHERE name = ANY(%s::text[]) OR id = ANY(%s::bigint[])",
         (names, ids),
@@ -35,7 +45,7 @@ def _resolve_callbacks(cur, refs: Iterable[int | str]) -> dict[int | str, dict[s
         found[row["name"]] = row
         found[row["id"]] = row
     for ref in names:
-        if ref not in found and ref.isdigit() and int(ref) in found:
+        if ref not in found and _is_digits(ref) and int(ref) in found:
             found[ref] = found[int(ref)]
     unknown = sorted((str(r) for r in refs if r not in found))
     if unknown:
@@ -129,7 +139,7 @@ def list_events(db: Database, query: EventQuery) -> dict[str, Any]:
         where.append("e.state = %s")
         params.append(query.state)
     if query.callback:
-        if query.callback.isdigit():
+        if _is_digits(query.callback) and int(query.callback) <= BIGINT_MAX:
             where.append("(c.name = %s OR c.id = %s)")
             params += [query.callback, int(query.callback)]
         else:

@@ -92,6 +92,13 @@ def check_body() -> None:
         raise Invalid(problem)
 
 
+def check_query() -> None:
+    """A query parameter given twice is refused: which of the two wins is a guess the client never sees."""
+    repeated = sorted(key for key in request.args if len(request.args.getlist(key)) > 1)
+    if repeated:
+        raise Invalid(f"query parameters given more than once: {', '.join(repeated)}", {"repeated": repeated})
+
+
 def _validation_error(exc: ValidationError):
     """Pydantic's complaint as our JSON error body (422), one entry per field."""
     fields = [
@@ -109,6 +116,7 @@ def install(app: Flask) -> None:
     app.json = StrictJSON(app)
     app.before_request(check_token)
     app.before_request(check_body)
+    app.before_request(check_query)
 
     @app.errorhandler(AppError)
     def app_error(exc: AppError):
