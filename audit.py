@@ -28,8 +28,14 @@ _events_logger = logging.getLogger("punctual.audit")
 _events_logger.propagate = False
 
 
+def _one_line(data: Any) -> str:
+    """JSON in pure ASCII: every character that any reader treats as a line end (\\n, \\r, but also
+    NEL, U+2028/U+2029 for str.splitlines()) is escaped, so no input can split or forge a line."""
+    return json.dumps(data, default=str, ensure_ascii=True)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: json.dumps escapes newlines, so no input can forge a line."""
+    """One JSON object per line (see _one_line): warnings and errors, with their traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -43,12 +49,12 @@ class JsonFormatter(logging.Formatter):
         extra = getattr(record, "fields", None)
         if extra:
             data.update(extra)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        return _one_line(data)
 
 
 class AuditFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(record.msg, default=str, ensure_ascii=False)
+        return _one_line(record.msg)
 
 
 def setup_logging(log_dir: str, max_bytes: int, backups: int, level: int = logging.INFO) -> None:
