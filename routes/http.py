@@ -75,8 +75,9 @@ def check_token() -> None:
     token = services().settings.api_token
     if not token or request.method not in WRITE_METHODS:
         return
-    given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in constant time.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthorized("this route needs 'Authorization: Bearer <API_TOKEN>'")
 
 
@@ -120,7 +121,10 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(AppError)
     def app_error(exc: AppError):
-        return answer(exc.body(), exc.status)
+        response = answer(exc.body(), exc.status)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="punctual"'  # RFC 9110: a 401 names its scheme
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
