@@ -9,6 +9,17 @@ from flask import current_app, jsonify
 from config import Settings
 from db import Database
 from metrics import Metrics
+from schemas import ErrorBody
+
+# The error answers every JSON route may give, all in the one error body. Naming 422 here also keeps
+# flask-openapi3 from documenting its own validation-error shape, which this API never sends.
+ERRORS = {str(status): ErrorBody for status in (400, 401, 404, 409, 413, 415, 422, 503)}
+
+# Writes need `Authorization: Bearer <API_TOKEN>` when API_TOKEN is set (routes/http.py enforces it);
+# the scheme itself is declared on the app by http.install.
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer",
+                               "description": "API_TOKEN; required on POST/PUT/PATCH/DELETE when it is set"}}
 
 if TYPE_CHECKING:
     from engine import Engine

@@ -4,13 +4,11 @@ from __future__ import annotations
 from flask_openapi3 import APIBlueprint, Tag
 
 from controllers import callbacks
-from routes import answer, services
-from schemas import Callback, CallbackCreate, CallbackList, CallbackPath, CallbackUpdate, ErrorBody
+from routes import BEARER, ERRORS, answer, services
+from schemas import Callback, CallbackCreate, CallbackList, CallbackPath, CallbackUpdate
 
 tag = Tag(name="callbacks", description="Named, reusable actions")
-bp = APIBlueprint("callbacks", __name__, abp_tags=[tag],
-                  abp_responses={"400": ErrorBody, "401": ErrorBody, "404": ErrorBody, "409": ErrorBody,
-                                 "413": ErrorBody, "503": ErrorBody})
+bp = APIBlueprint("callbacks", __name__, abp_tags=[tag], abp_responses=ERRORS)
 
 
 @bp.get("/callbacks", responses={200: CallbackList})
@@ -19,7 +17,7 @@ def list_callbacks():
     return answer({"callbacks": callbacks.list_callbacks(services().db)})
 
 
-@bp.post("/callbacks", responses={201: Callback})
+@bp.post("/callbacks", responses={201: Callback}, security=BEARER)
 def create_callback(body: CallbackCreate):
     """Create a callback."""
     s = services()
@@ -32,20 +30,20 @@ def get_callback(path: CallbackPath):
     return answer(callbacks.get_callback(services().db, path.callback_id))
 
 
-@bp.put("/callbacks/<int:callback_id>", responses={200: Callback})
+@bp.put("/callbacks/<int:callback_id>", responses={200: Callback}, security=BEARER)
 def put_callback(path: CallbackPath, body: CallbackUpdate):
     """Change any subset of a callback's writable fields."""
     s = services()
     return answer(callbacks.update_callback(s.db, s.settings, path.callback_id, body))
 
 
-@bp.patch("/callbacks/<int:callback_id>", responses={200: Callback})
+@bp.patch("/callbacks/<int:callback_id>", responses={200: Callback}, security=BEARER)
 def patch_callback(path: CallbackPath, body: CallbackUpdate):
     """Same as PUT: change any subset of a callback's writable fields."""
     return put_callback(path=path, body=body)
 
 
-@bp.delete("/callbacks/<int:callback_id>", responses={204: None})
+@bp.delete("/callbacks/<int:callback_id>", responses={204: None}, security=BEARER)
 def delete_callback(path: CallbackPath):
     """Delete a callback with no scheduled or running events (its finished events go with it)."""
     callbacks.delete_callback(services().db, path.callback_id)

@@ -4,14 +4,12 @@ from __future__ import annotations
 from flask_openapi3 import APIBlueprint, Tag
 
 from controllers import events
-from routes import answer, services
-from schemas import (ErrorBody, Event, EventBatch, EventBatchResult, EventCreate, EventDetail, EventList,
+from routes import BEARER, ERRORS, answer, services
+from schemas import (Event, EventBatch, EventBatchResult, EventCreate, EventDetail, EventList,
                      EventPath, EventQuery, EventUpdate)
 
 tag = Tag(name="events", description="Scheduled runs of callbacks")
-bp = APIBlueprint("events", __name__, abp_tags=[tag],
-                  abp_responses={"400": ErrorBody, "401": ErrorBody, "404": ErrorBody, "409": ErrorBody,
-                                 "413": ErrorBody, "503": ErrorBody})
+bp = APIBlueprint("events", __name__, abp_tags=[tag], abp_responses=ERRORS)
 
 
 @bp.get("/events", responses={200: EventList})
@@ -20,7 +18,7 @@ def list_events(query: EventQuery):
     return answer(events.list_events(services().db, query))
 
 
-@bp.post("/events", responses={200: Event, 201: Event})
+@bp.post("/events", responses={200: Event, 201: Event}, security=BEARER)
 def create_event(body: EventCreate):
     """Schedule one event. A repeated idempotency_key answers 200 with the first event."""
     event, created = events.create_event(services().db, body)
@@ -29,7 +27,7 @@ def create_event(body: EventCreate):
     return answer(event, 200, **{"Idempotent-Replayed": "true"})
 
 
-@bp.post("/events/batch", responses={201: EventBatchResult})
+@bp.post("/events/batch", responses={201: EventBatchResult}, security=BEARER)
 def create_batch(body: EventBatch):
     """Schedule many events in one transaction: all or none."""
     result = events.create_events(services().db, body.events)
@@ -42,32 +40,32 @@ def get_event(path: EventPath):
     return answer(events.get_event(services().db, path.event_id))
 
 
-@bp.put("/events/<int:event_id>", responses={200: Event})
+@bp.put("/events/<int:event_id>", responses={200: Event}, security=BEARER)
 def put_event(path: EventPath, body: EventUpdate):
     """Edit or reschedule a scheduled event (payload, scheduled_for, priority, max_attempts)."""
     return answer(events.update_event(services().db, path.event_id, body))
 
 
-@bp.patch("/events/<int:event_id>", responses={200: Event})
+@bp.patch("/events/<int:event_id>", responses={200: Event}, security=BEARER)
 def patch_event(path: EventPath, body: EventUpdate):
     """Same as PUT."""
     return put_event(path=path, body=body)
 
 
-@bp.delete("/events/<int:event_id>", responses={204: None})
+@bp.delete("/events/<int:event_id>", responses={204: None}, security=BEARER)
 def delete_event(path: EventPath):
     """Delete an event that is not running."""
     events.delete_event(services().db, path.event_id)
     return "", 204
 
 
-@bp.post("/events/<int:event_id>/cancel", responses={200: Event})
+@bp.post("/events/<int:event_id>/cancel", responses={200: Event}, security=BEARER)
 def cancel_event(path: EventPath):
     """Cancel a scheduled event."""
     return answer(events.cancel_event(services().db, path.event_id))
 
 
-@bp.post("/events/<int:event_id>/retry", responses={200: Event})
+@bp.post("/events/<int:event_id>/retry", responses={200: Event}, security=BEARER)
 def retry_event(path: EventPath):
     """Run a failed or cancelled event again, now, with a fresh set of attempts."""
     return answer(events.retry_event(services().db, path.event_id))

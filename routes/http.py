@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from errors import AppError, BadRequest, Invalid, Unauthorized
-from routes import answer, services
+from routes import SECURITY_SCHEMES, answer, services
 
 log = logging.getLogger("punctual.http")
 
@@ -114,6 +114,7 @@ def _validation_error(exc: ValidationError):
 def install(app: Flask) -> None:
     """Hook the JSON provider, the guards and the error mapping onto the app."""
     app.json_provider_class = StrictJSON
+    app.security_schemes = {**SECURITY_SCHEMES, **(app.security_schemes or {})}  # documented in /openapi.json
     app.json = StrictJSON(app)
     app.before_request(check_token)
     app.before_request(check_body)

@@ -7,12 +7,12 @@ from flask import Response, current_app, send_from_directory
 from flask_openapi3 import APIBlueprint, Tag
 
 from routes import answer, services
-from schemas import Health
+from schemas import ErrorBody, Health
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
 
 tag = Tag(name="system", description="Health, metrics, this document")
-bp = APIBlueprint("system", __name__, abp_tags=[tag])
+bp = APIBlueprint("system", __name__, abp_tags=[tag], abp_responses={"422": ErrorBody, "503": ErrorBody})
 
 
 @bp.get("/health", responses={200: Health, 503: Health})
@@ -30,19 +30,22 @@ def health():
     return answer({"status": "ok" if healthy else "degraded", "checks": checks}, 200 if healthy else 503)
 
 
-@bp.get("/metrics", doc_ui=False)
+@bp.get("/metrics", responses={200: {"description": "Prometheus text exposition format 0.0.4",
+                                     "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics():
     """Prometheus text metrics."""
     return Response(services().metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
-@bp.get("/openapi.json", doc_ui=False)
+@bp.get("/openapi.json", responses={200: {"description": "This OpenAPI document",
+                                          "content": {"application/json": {"schema": {"type": "object"}}}}})
 def openapi():
     """This API, described from the same models that validate its requests."""
     return answer(current_app.api_doc)
 
 
-@bp.get("/", doc_ui=False)
+@bp.get("/", responses={200: {"description": "The web client's page",
+                              "content": {"text/html": {"schema": {"type": "string"}}}}})
 def index():
     """The web client."""
     return send_from_directory(CLIENT_DIR, "index.html")
