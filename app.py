@@ -9,15 +9,19 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from typing import Optional
 
+import psycopg2
 from flask_openapi3 import Info, OpenAPI
+from waitress.server import MultiSocketServer
 
 import audit
 from config import Settings
 from db import Database, database_url_from, redact
 from engine import Engine
 from engine.kinds import python as python_handlers
+from errors import Unavailable
 from metrics import Metrics
 from routes import Services, callbacks, events, http, system
 
@@ -46,23 +50,45 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
     return app
 
 
-class _Stop(Exception):
-    """Raised in the main thread by SIGTERM/SIGINT to leave the server loop."""
+def _serve_until(server, stop: threading.Event) -> None:
+    """Run waitress's loop in short rounds until `stop` is set.
 
-
-def _raise_stop(signum: int, _frame: object) -> None:
-    raise _Stop(signal.Signals(signum).name)
+    A signal handler must not raise into waitress: an exception raised while waitress is inside a
+    channel's handler is caught and logged by waitress as "uncaptured python exception, closing
+    channel", and the server keeps running (SIGTERM was lost). So the handler only sets `stop`,
+    and this loop looks at it between rounds (at most 0.2 s apart; select() resumes after a signal).
+    """
+    socket_map = server.map if isinstance(server, MultiSocketServer) else server._map
+    while socket_map and not stop.is_set():
+        server.asyncore.loop(timeout=0.2, map=socket_map, use_poll=server.adj.asyncore_use_poll, count=1)
 
 
 def main() -> int:
     from waitress.server import create_server  # the production WSGI server
+
+    # Installed first, so a stop asked for during start-up is also a clean stop (exit 0).
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)  # no logging here: the handler may interrupt a log call
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     settings = Settings.from_env()
     audit.setup_logging(settings.log_dir, settings.log_max_bytes, settings.log_backups)
     url = database_url_from(settings.database_url, settings.data_dir)
     log.info("database: %s", redact(url))
     db = Database(url, pool_size=settings.db_pool_size)
-    db.apply_schema()
+    try:
+        db.apply_schema()
+    except (psycopg2.Error, Unavailable) as exc:
+        # psycopg2 may quote the connection string in its message (e.g. "invalid dsn: ..."): redact it.
+        cause = exc.__cause__ or exc
+        log.error("cannot use the database %s: %s", redact(url), redact(str(cause)).strip())
+        return 1
     python_handlers.load_modules(settings.python_handler_modules)
     if not settings.kafka_enabled:
         log.info("Kafka bridge off: KAFKA_BOOTSTRAP_SERVERS is not set")
@@ -72,14 +98,11 @@ def main() -> int:
     app = create_app(settings, db, engine, metrics)
     server = create_server(app, host=settings.host, port=settings.port, threads=settings.http_threads,
                            ident="punctual", clear_untrusted_proxy_headers=True)
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
     engine.start()
-    log.info("serving on http://%s:%s", settings.host, server.effective_port)
+    log.info("serving on http://%s:%s", settings.host, getattr(server, "effective_port", settings.port))
     try:
-        server.run()
-    except _Stop as stop:
-        log.info("%s received: stopping", stop)
+        _serve_until(server, stop)
+        log.info("%s received: stopping", " and ".join(received) or "stop")
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -20,13 +20,13 @@ def _list(value: str) -> tuple[str, ...]:
 class Settings:
     """Every knob of Punctual. `.env.example` and the README list the same names and defaults."""
 
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)  # secrets stay out of repr(), hence out of logs
     """PostgreSQL URL. Empty: start an embedded PostgreSQL (pgserver) in `data_dir`."""
     data_dir: str = "data"
     """Folder of the embedded PostgreSQL; kept across restarts."""
     host: str = "127.0.0.1"
     port: int = 5000
-    api_token: str = ""
+    api_token: str = field(default="", repr=False)
     """When set, every write (POST/PUT/PATCH/DELETE) needs `Authorization: Bearer <token>`."""
     log_dir: str = "logs"
     log_max_bytes: int = 10 * 1024 * 1024

@@ -29,9 +29,20 @@ CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 
+_URL_PASSWORD = re.compile(r"([\w.%+~-]+:)[^@\s/?#]*@")  # user:password@ (also in a malformed URL)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"((?<![\w?&])password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced, for logs and errors: secrets are never printed."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL or key=value DSN with its password replaced, for logs and errors: secrets are never printed.
+
+    Covers the three places libpq accepts a password: user:password@ in a URL, ?password= in a
+    URL's query, and password=... (quoted or not) in a key=value connection string.
+    """
+    url = _URL_PASSWORD.sub(r"\1***@", url)
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    return _KEYWORD_PASSWORD.sub(r"\1***", url)
 
 
 def start_embedded(data_dir: str) -> str:
@@ -104,7 +115,7 @@ class Database:
                     raise psycopg2.InterfaceError("pooled connection closed")
             except CONNECTION_ERRORS as exc:
                 broken = True
-                raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from None
+                raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from exc
             try:
                 with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                     yield cur
