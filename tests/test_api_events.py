@@ -310,3 +310,63 @@ def test_a_rescheduled_event_runs_at_its_new_time(live_client, db_url):
     assert live_client.patch(f"/events/{event['id']}", json={"scheduled_for": soon}).status_code == 200
     done = _wait_state(live_client, event["id"], "finished", timeout=10)
     assert datetime.fromisoformat(done["started_at"]) >= datetime.fromisoformat(soon)
+
+
+# -- health and metrics -------------------------------------------------------------------
+
+def test_health_is_200_with_every_check_when_the_engine_runs(live_client):
+    response = live_client.get("/health")
+    assert response.status_code == 200, response.json
+    assert response.json["status"] == "ok"
+    checks = response.json["checks"]
+    assert {"database", "listener", "scheduler", "executor", "kafka"} <= set(checks)
+    for name in ("database", "listener", "scheduler", "executor"):
+        assert checks[name]["status"] == "ok", (name, checks[name])
+    assert checks["kafka"]["status"] == "off"
+
+
+def test_health_without_an_engine_says_so_and_stays_200(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json["checks"]["engine"]["status"] == "off"
+    assert response.json["checks"]["database"]["status"] == "ok"
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample line `name{labels} value` of Prometheus text."""
+    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, (prefix, [line for line in text.splitlines() if line.startswith(name)])
+    return float(lines[0].split()[-1])
+
+
+def test_metrics_count_events_by_state_attempts_lateness_and_run_time(live_client, db_url):
+    ok = live_client.post("/events", json={"callback": "Addition", "payload": {"x": 1, "y": 1}}).json
+    bad = live_client.post("/events", json={"callback": "Division", "payload": {"x": 1, "y": 0},
+                                            "max_attempts": 1}).json
+    create(live_client)
+    _wait_state(live_client, ok["id"], "finished")
+    _wait_state(live_client, bad["id"], "failed")
+
+    def attempts_total(text: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("punctual_attempts_total{"))
+
+    # The counters move just after the outcome commits, so wait for them rather than race them.
+    text = wait_for(lambda: (t := live_client.get("/metrics").get_data(as_text=True)) and attempts_total(t) == 2
+                    and t, timeout=5, message="both attempts counted")
+    response = live_client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    assert _metric(text, "punctual_events", 'state="finished"') == 1
+    assert _metric(text, "punctual_events", 'state="failed"') == 1
+    assert _metric(text, "punctual_events", 'state="scheduled"') == 1
+    assert _metric(text, "punctual_events", 'state="running"') == 0
+    assert _metric(text, "punctual_events", 'state="cancelled"') == 0
+    assert _metric(text, "punctual_attempts_total", 'outcome="succeeded"') == 1
+    assert _metric(text, "punctual_attempts_total", 'outcome="failed"') == 1
+    assert _metric(text, "punctual_lateness_seconds_count") == 2
+    assert _metric(text, "punctual_lateness_seconds_sum") >= 0
+    run_counts = [float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith("punctual_run_seconds_count")]
+    assert sum(run_counts) == 2
+    assert 'punctual_run_seconds_bucket{kind="python",le="+Inf"}' in text
