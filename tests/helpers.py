@@ -50,7 +50,7 @@ def sql(url: str, query: str, params: Any = None) -> list[dict]:
 class AppProcess:
     """One `python app.py`, started as a user would, on its own port and log folder."""
 
-    def __init__(self, root: Path, db_url: str, folder: Path, port: int, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, db_url: str, folder: Path, port: int, env: dict[str, str | None]) -> None:
         self.root = root
         self.folder = folder
         self.port = port
@@ -64,6 +64,8 @@ class AppProcess:
             "RETRY_BASE_SECONDS": "0.1", "RETRY_MAX_SECONDS": "0.5", "SHUTDOWN_GRACE_SECONDS": "5",
             **env,
         }
+        # A value of None removes the variable (e.g. DATABASE_URL=None: the app starts its embedded server).
+        self.env = {k: v for k, v in self.env.items() if v is not None}
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> "AppProcess":
