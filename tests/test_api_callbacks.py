@@ -27,24 +27,28 @@ def count_callbacks(db_url: str) -> int:
 
 # -- create: what each kind accepts -------------------------------------------------------
 
-@pytest.mark.parametrize("body", [
+VALID_BODIES = [
     {"name": "py", "kind": "python", "target": "multiply"},
     {"name": "hook", "kind": "webhook", "target": "http://127.0.0.1:9/hook", "config": {"headers": {"X-A": "b"}}},
     {"name": "hooks", "kind": "webhook", "target": "https://localhost/x"},
     {"name": "topic", "kind": "kafka", "target": "out-topic"},
     {"name": "desk", "kind": "manual"},
-])
-def test_each_kind_is_created_with_a_valid_target_and_defaults_filled(client, db_url, body):
-    response = client.post("/callbacks", json=body)
-    assert response.status_code == 201, response.json
-    created = response.json
-    assert created["name"] == body["name"] and created["kind"] == body["kind"]
-    assert created["target"] == body.get("target", "")
-    assert created["max_attempts"] == 3 and created["timeout_seconds"] == 30
-    assert created["created_at"].endswith("+00:00")
-    stored = sql(db_url, "SELECT name, kind, target, config FROM callbacks WHERE id = %s", (created["id"],))
-    assert stored == [{"name": body["name"], "kind": body["kind"], "target": body.get("target", ""),
-                       "config": body.get("config", {})}]
+]
+
+
+def test_each_kind_is_created_with_a_valid_target_and_defaults_filled(client, db_url):
+    for body in VALID_BODIES:
+        response = client.post("/callbacks", json=body)
+        assert response.status_code == 201, (body, response.json)
+        created = response.json
+        assert response.headers.get("Location") in (None, f"/callbacks/{created['id']}")
+        assert created["name"] == body["name"] and created["kind"] == body["kind"]
+        assert created["target"] == body.get("target", "")
+        assert created["max_attempts"] == 3 and created["timeout_seconds"] == 30
+        assert created["created_at"].endswith("+00:00")
+        stored = sql(db_url, "SELECT name, kind, target, config FROM callbacks WHERE id = %s", (created["id"],))
+        assert stored == [{"name": body["name"], "kind": body["kind"], "target": body.get("target", ""),
+                           "config": body.get("config", {})}]
 
 
 def test_a_python_callback_needs_a_registered_handler_and_the_error_lists_them(client, db_url):

@@ -85,14 +85,14 @@ def test_invalid_utf8_is_400(client, db_url):
     assert snapshot(db_url) == before
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
-                                          "application/xml", "application/jsonp"])
-def test_a_body_that_is_not_declared_json_is_415(client, db_url, content_type):
+def test_a_body_that_is_not_declared_json_is_415(client, db_url, target):
     before = snapshot(db_url)
-    for path in ("/events", "/callbacks", "/events/batch"):
-        error = assert_error(post_raw(client, path, json.dumps(GOOD_EVENT), content_type=content_type), 415,
-                             (path, content_type))
-        assert error["code"] == "unsupported_media_type"
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                         "application/xml", "application/jsonp", ""):
+        for method, path in write_routes(target):
+            error = assert_error(post_raw(client, path, json.dumps(GOOD_EVENT), content_type=content_type,
+                                          method=method), 415, (path, content_type))
+            assert error["code"] == "unsupported_media_type"
     assert snapshot(db_url) == before
 
 
