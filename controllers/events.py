@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import psycopg2.errors
 from psycopg2.extras import Json, execute_values
 
 import audit
@@ -104,8 +105,13 @@ def _insert(cur, items: list[EventCreate], source: str) -> list[tuple[dict[str, 
 
 def create_events(db: Database, items: list[EventCreate], source: str = "api") -> list[tuple[dict[str, Any], bool]]:
     """Create events in one transaction: all of them or none. Returns (event, created) pairs."""
-    with db.transaction() as cur:
-        result = _insert(cur, items, source)
+    try:
+        with db.transaction() as cur:
+            result = _insert(cur, items, source)
+    except psycopg2.errors.ForeignKeyViolation:
+        # A callback was deleted between our lookup and the insert (its DELETE committed while the
+        # insert waited on the row): to the client it is simply unknown now.
+        raise Invalid("a callback named in the request was deleted meanwhile", {"field": "callback"}) from None
     for event, created in result:
         if created:
             audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"])
@@ -140,8 +146,9 @@ def list_events(db: Database, query: EventQuery) -> dict[str, Any]:
         params.append(query.state)
     if query.callback:
         if _is_digits(query.callback) and int(query.callback) <= BIGINT_MAX:
-            where.append("(c.name = %s OR c.id = %s)")
-            params += [query.callback, int(query.callback)]
+            # As in _resolve_callbacks: a digit string is a name first, an id only if no callback has that name.
+            where.append("(c.name = %s OR (c.id = %s AND NOT EXISTS (SELECT 1 FROM callbacks n WHERE n.name = %s)))")
+            params += [query.callback, int(query.callback), query.callback]
         else:
             where.append("c.name = %s")
             params.append(query.callback)

@@ -13,7 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from errors import AppError, BadRequest, Invalid, Unauthorized
+from errors import AppError, BadRequest, Invalid, Unauthorized, Unavailable
 from routes import SECURITY_SCHEMES, answer, services
 
 log = logging.getLogger("punctual.http")
@@ -125,6 +125,8 @@ def install(app: Flask) -> None:
         response = answer(exc.body(), exc.status)
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="punctual"'  # RFC 9110: a 401 names its scheme
+        elif isinstance(exc, Unavailable):
+            response.headers["Retry-After"] = "1"  # nothing was written; the same request may simply be sent again
         return response
 
     @app.errorhandler(HTTPException)

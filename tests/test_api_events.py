@@ -370,3 +370,34 @@ def test_metrics_count_events_by_state_attempts_lateness_and_run_time(live_clien
                   if line.startswith("punctual_run_seconds_count")]
     assert sum(run_counts) == 2
     assert 'punctual_run_seconds_bucket{kind="python",le="+Inf"}' in text
+
+
+def test_concurrent_requests_with_one_idempotency_key_create_one_event(client, db_url):
+    import threading
+
+    answers: list[Any] = []
+    barrier = threading.Barrier(8)
+
+    def post() -> None:
+        barrier.wait()
+        answers.append(client.post("/events", json={"callback": "Addition", "scheduled_for": FAR,
+                                                    "idempotency_key": "same"}))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+    assert len({a.json["id"] for a in answers}) == 1
+    assert sql(db_url, "SELECT count(*) AS n FROM events") == [{"n": 1}]
+
+
+def test_a_digit_string_names_a_callback_before_it_means_an_id(client, db_url):
+    addition_id = next(c["id"] for c in client.get("/callbacks").json["callbacks"] if c["name"] == "Addition")
+    named = client.post("/callbacks", json={"name": str(addition_id), "kind": "manual"}).json
+    by_name = create(client, callback=str(addition_id))
+    by_id = create(client, callback=addition_id)
+    assert by_name["callback"] == named["name"] and by_id["callback"] == "Addition"
+    assert _ids(client.get("/events", query_string={"callback": str(addition_id)})) == [by_name["id"]]
+    assert _ids(client.get("/events", query_string={"callback": "Addition"})) == [by_id["id"]]

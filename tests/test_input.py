@@ -357,3 +357,66 @@ def test_an_unreachable_database_answers_503_json_not_500(settings):
     metrics = client.get("/metrics")
     assert metrics.status_code == 200  # a scrape during an outage still answers
     down.close()
+
+
+# -- races with other writers -------------------------------------------------------------
+
+def _waiting_on_a_lock(db_url: str) -> bool:
+    return sql(db_url, """SELECT count(*) AS n FROM pg_stat_activity
+                          WHERE datname = current_database() AND wait_event_type = 'Lock'""")[0]["n"] > 0
+
+
+def test_an_event_for_a_callback_deleted_meanwhile_is_422_not_500(client, db_url):
+    """The callback is found, then its DELETE commits while our INSERT waits on the row: a clean 422."""
+    import threading
+
+    import psycopg2
+
+    from tests.helpers import wait_for
+
+    callback = client.post("/callbacks", json={"name": "doomed", "kind": "manual"}).json
+    deleter = psycopg2.connect(db_url)
+    try:
+        deleter.cursor().execute("DELETE FROM callbacks WHERE id = %s", (callback["id"],))
+        answers: list[Any] = []
+        thread = threading.Thread(target=lambda: answers.append(
+            client.post("/events", json={"callback": "doomed", "scheduled_for": FAR})))
+        thread.start()
+        wait_for(lambda: _waiting_on_a_lock(db_url), timeout=5, message="the insert to wait on the callback row")
+        deleter.commit()
+        thread.join(10)
+    finally:
+        deleter.close()
+    error = assert_error(answers[0], 422)
+    assert error["details"]["field"] == "callback"
+    assert sql(db_url, "SELECT count(*) AS n FROM events") == [{"n": 0}]
+
+
+def test_a_row_locked_past_lock_timeout_answers_503_with_retry_after(settings, db_url, monkeypatch):
+    """Another transaction holds the event (as a claim would): the API gives up cleanly, changing nothing."""
+    import psycopg2
+
+    import db as db_module
+    from app import create_app
+    from db import Database
+
+    monkeypatch.setattr(db_module, "_SESSION_OPTIONS", "-c timezone=UTC -c lock_timeout=200")
+    database = Database(db_url, pool_size=2)
+    client = create_app(settings, database).test_client()
+    event = client.post("/events", json=GOOD_EVENT).json
+    holder = psycopg2.connect(db_url)
+    try:
+        holder.cursor().execute("SELECT 1 FROM events WHERE id = %s FOR UPDATE", (event["id"],))
+        before = snapshot(db_url)
+        for method, path, body in [("put", f"/events/{event['id']}", {"priority": 9}),
+                                   ("post", f"/events/{event['id']}/cancel", None),
+                                   ("delete", f"/events/{event['id']}", None)]:
+            kwargs = {"json": body} if body is not None else {}
+            response = getattr(client, method)(path, **kwargs)
+            error = assert_error(response, 503, (method, path))
+            assert error["code"] == "unavailable" and response.headers["Retry-After"] == "1"
+        assert snapshot(db_url) == before
+    finally:
+        holder.close()
+    assert client.put(f"/events/{event['id']}", json={"priority": 9}).json["priority"] == 9
+    database.close()
