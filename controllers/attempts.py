@@ -99,6 +99,29 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
         )
 
 
+def extend_leases(db: Database, worker: str, leases: list[tuple[int, int, float]]) -> set[tuple[int, int]]:
+    """Push running attempts' leases to (event id, attempt, seconds from now), in one statement.
+
+    Returns the (event id, attempt) pairs still ours; one missing was rescued, released or taken
+    over meanwhile and must not run here.
+    """
+    if not leases:
+        return set()
+    with db.transaction() as cur:
+        rows = execute_values(
+            cur,
+            """UPDATE events e SET lease_until = clock_timestamp() + make_interval(secs => v.seconds)
+               FROM (VALUES %s) AS v(id, attempt, seconds, worker)
+               WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = v.worker
+               RETURNING e.id, e.attempts""",
+            [(event_id, attempt, seconds, worker) for event_id, attempt, seconds in leases],
+            template="(%s::bigint, %s::int, %s::float8, %s::text)",
+            page_size=len(leases),
+            fetch=True,
+        )
+    return {(row["id"], row["attempts"]) for row in rows}
+
+
 def rescue_expired(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
     """Return events whose holder vanished (lease ran out) to the queue, or fail them if no attempts are left."""
     return db.query(

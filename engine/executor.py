@@ -37,6 +37,7 @@ _STOP = object()
 @dataclass
 class _Running:
     row: dict[str, Any]
+    leased: float = 0.0  # monotonic time its lease (timeout + grace) was last set from
     started: float = 0.0
     deadline: float = float("inf")
     thread: threading.Thread | None = None
@@ -70,6 +71,7 @@ class Executor:
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="punctual-dispatcher", daemon=True)
         self._completer = threading.Thread(target=self._complete_loop, name="punctual-completer", daemon=True)
         self._completer_stop = threading.Event()
+        self._next_renewal = 0.0
         self.last_claim_error: str | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -167,7 +169,7 @@ class Executor:
     def _accept(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
             for row in rows:
-                self._inflight[(row["id"], row["attempts"])] = _Running(row)
+                self._inflight[(row["id"], row["attempts"])] = _Running(row, leased=time.monotonic())
         for row in rows:
             self.metrics.lateness.observe(max((row["started_at"] - row["scheduled_for"]).total_seconds(), 0.0))
             audit.record("attempt_started", row, worker=self.worker, scheduled_for=row["scheduled_for"],
@@ -205,6 +207,15 @@ class Executor:
             entry = self._inflight.get(key)
             if entry is None:  # released during shutdown before we got to it
                 return
+            leased = entry.leased
+        if not self._keep_lease(row, time.monotonic() - leased):
+            with self._lock:
+                self._inflight.pop(key, None)
+            self._wake.set()
+            return
+        with self._lock:
+            if self._inflight.get(key) is not entry:  # released during shutdown meanwhile
+                return
             entry.started = time.monotonic()
             entry.deadline = entry.started + row["timeout_seconds"]
             entry.thread = threading.current_thread()
@@ -229,13 +240,76 @@ class Executor:
                         exc_info=True)
         duration = time.monotonic() - entry.started
         crashpoints.reached("before_outcome")
+        outcome = self._outcome(row, ok, result, error, duration)
         with self._lock:
             entry = self._inflight.pop(key, None)
-        if entry is None or entry.timed_out:
-            return  # already recorded as timed out, or given back at shutdown
+            if entry is None or entry.timed_out:
+                return  # already recorded as timed out, or given back at shutdown
+            # Queued before the attempt leaves _inflight: stop() waits for _inflight to empty and
+            # then stops the completer, which must find this outcome still to write.
+            self._outcomes.put(outcome)
         self.metrics.run_time.labels(row["kind"]).observe(duration)
-        self._outcomes.put(self._outcome(row, ok, result, error, duration))
         self._wake.set()  # a slot is free
+
+    def _keep_lease(self, row: dict[str, Any], waited: float) -> bool:
+        """Before running an attempt that waited for a worker, make sure its lease still covers it.
+
+        The lease (timeout + grace) is set at the claim and renewed while the attempt waits (see
+        _renew_waiting). One that waited more than half the grace since then is renewed once more
+        here, so it cannot outlive its lease while it runs; if it is no longer ours (rescued
+        meanwhile) it is skipped. Attempts that start at once cost no query.
+        """
+        if waited <= self.settings.lease_grace_seconds / 2:
+            return True
+        key = (row["id"], row["attempts"])
+        try:
+            if attempts.extend_leases(self.db, self.worker,
+                                      [(*key, row["timeout_seconds"] + self.settings.lease_grace_seconds)]):
+                return True
+        except DB_ERRORS as exc:
+            # Cannot tell; run it (delivery is at least once) rather than drop a claimed attempt.
+            log.warning("could not renew the lease of event %s attempt %s (%s); running it anyway",
+                        row["id"], row["attempts"], exc)
+            return True
+        log.warning("event %s attempt %s lost its lease while waiting %.1f s for a worker; not running it",
+                    row["id"], row["attempts"], waited)
+        return False
+
+    def _renew_waiting(self) -> None:
+        """Renew the leases of claimed attempts still waiting for a worker, before they run out.
+
+        A batch claim may hold more attempts than there are workers; without this, a backlog of
+        slow callbacks would let the queued ones' leases expire, and the sweep would hand them
+        out again while they are still queued here.
+        """
+        grace = self.settings.lease_grace_seconds
+        now = time.monotonic()
+        if now < self._next_renewal:
+            return
+        self._next_renewal = now + max(grace / 4, 0.05)
+        with self._lock:
+            waiting = [(key, entry) for key, entry in self._inflight.items()
+                       if entry.thread is None and now - entry.leased > grace / 2]
+        if not waiting:
+            return
+        try:
+            kept = attempts.extend_leases(self.db, self.worker,
+                                          [(*key, entry.row["timeout_seconds"] + grace) for key, entry in waiting])
+        except DB_ERRORS as exc:
+            log.warning("could not renew the leases of %d waiting attempts (%s)", len(waiting), exc)
+            return
+        lost = 0
+        with self._lock:
+            for key, entry in waiting:
+                if key in kept:
+                    entry.leased = now
+                elif entry.thread is None and self._inflight.get(key) is entry:
+                    # Not ours any more: the worker that dequeues it will find it gone and skip it.
+                    del self._inflight[key]
+                    lost += 1
+                    log.warning("event %s attempt %s lost its lease while waiting for a worker", *key)
+        if lost:
+            self._wake.set()
 
     def _outcome(self, row: dict[str, Any], ok: bool, result: Any, error: str | None, duration: float) -> Outcome:
         delay = attempts.retry_delay(row["attempts"], self.settings.retry_base_seconds,
@@ -254,6 +328,7 @@ class Executor:
                     pending.append(self._outcomes.get(timeout=0.05))
                 except queue.Empty:
                     self._enforce_timeouts()
+                    self._renew_waiting()
                     if self._completer_stop.is_set():
                         break
                     continue
@@ -275,6 +350,7 @@ class Executor:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
             self._enforce_timeouts()
+            self._renew_waiting()
         log.info("completer stopped")
 
     def _write(self, outcomes: list[Outcome]) -> None:
@@ -307,13 +383,15 @@ class Executor:
                     del self._inflight[key]
                     self._abandoned.add(entry.thread)
                     expired.append(entry)
+                    # Queued while still under the lock, for the same reason as in _run.
+                    self._outcomes.put(self._outcome(entry.row, False, None,
+                                                     f"timed out after {entry.row['timeout_seconds']:g} s",
+                                                     now - entry.started))
         for entry in expired:
             row = entry.row
             log.warning("event %s attempt %s timed out after %g s; its thread is abandoned and replaced",
                         row["id"], row["attempts"], row["timeout_seconds"])
             self.metrics.attempts.labels("timeout").inc()
-            self._outcomes.put(self._outcome(row, False, None, f"timed out after {row['timeout_seconds']:g} s",
-                                             now - entry.started))
             self._spawn_worker()
             self._wake.set()
 

@@ -117,6 +117,9 @@ class Listener:
             readable, _, _ = select.select([conn], [], [], self.timeout)
             if readable:
                 conn.poll()
+                # A successful poll proves the connection alive too: under steady traffic select()
+                # never times out, and health must not call a busy listener dead.
+                self.last_heartbeat = time.monotonic()
             else:
                 # Heartbeat: notices a dead server that select() alone would wait on forever.
                 with conn.cursor() as cur:

@@ -24,7 +24,12 @@ class Scheduler:
         self.horizon = timedelta(seconds=horizon_seconds)
         self._on_due = on_due
         self._armed: dict[int, datetime] = {}
+        # _lock serialises arm/disarm (dict and APScheduler job together), so a disarm in one thread
+        # cannot remove the job another thread has just armed. _fire never takes it: APScheduler
+        # calls _fire while holding its own job-store lock, which add_job/remove_job need too.
+        # _dict_lock guards only the dict and is never held while calling APScheduler.
         self._lock = threading.Lock()
+        self._dict_lock = threading.Lock()
         # DebugExecutor runs the (tiny) wake-up inline in the scheduler thread: no pool hop.
         # misfire_grace_time=None: a late job still fires; APScheduler's default would skip it.
         self._aps = BackgroundScheduler(
@@ -48,7 +53,7 @@ class Scheduler:
     def stop(self) -> None:
         if self._aps.running:
             self._aps.shutdown(wait=False)
-        with self._lock:
+        with self._lock, self._dict_lock:
             self._armed.clear()
         log.info("scheduler stopped")
 
@@ -74,25 +79,28 @@ class Scheduler:
             self.disarm(event_id)  # moved beyond the horizon: the horizon refill arms it later
             return
         with self._lock:
-            if self._armed.get(event_id) == when:
+            with self._dict_lock:
+                if self._armed.get(event_id) == when:
+                    return
+                self._armed[event_id] = when
+            if not self._aps.running:
                 return
-            self._armed[event_id] = when
-        if not self._aps.running:
-            return
-        # Explicit id + replace_existing: re-arming (reschedule, repeated notify) never duplicates.
-        self._aps.add_job(self._fire, "date", run_date=when, id=f"event:{event_id}",
-                          args=(event_id,), replace_existing=True)
+            # Explicit id + replace_existing: re-arming (reschedule, repeated notify) never duplicates.
+            self._aps.add_job(self._fire, "date", run_date=when, id=f"event:{event_id}",
+                              args=(event_id, when), replace_existing=True)
 
     def disarm(self, event_id: int) -> None:
         with self._lock:
-            if self._armed.pop(event_id, None) is None:
-                return
-        try:
-            self._aps.remove_job(f"event:{event_id}")
-        except JobLookupError:
-            pass  # it fired meanwhile
+            with self._dict_lock:
+                if self._armed.pop(event_id, None) is None:
+                    return
+            try:
+                self._aps.remove_job(f"event:{event_id}")
+            except JobLookupError:
+                pass  # it fired meanwhile
 
-    def _fire(self, event_id: int) -> None:
-        with self._lock:
-            self._armed.pop(event_id, None)
+    def _fire(self, event_id: int, when: datetime) -> None:
+        with self._dict_lock:
+            if self._armed.get(event_id) == when:  # not re-armed for another time meanwhile
+                del self._armed[event_id]
         self._on_due()

@@ -398,3 +398,70 @@ def test_stop_releases_an_attempt_running_past_the_grace_back_to_scheduled(db, s
     with running_engine(db, settings) as again:
         done = wait_state(db_url, event_id, "finished", timeout=8)
     assert done["attempts"] == 1 and done["worker"] == again.settings.instance_name
+
+
+def test_an_attempt_queued_behind_busy_workers_keeps_its_lease_and_runs_once(db, settings, db_url, monkeypatch):
+    """Claimed in one batch, the last events wait locally longer than the lease grace: the lease must
+    not run out meanwhile, or the sweep would hand the event out again and it would run twice."""
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    make_callback(db_url, "Recorder", "record", timeout=1.0)
+    with running_engine(db, settings, worker_threads=1, lease_grace_seconds=0.4) as eng:
+        conn = psycopg2.connect(db_url)
+        try:
+            with conn, conn.cursor() as cur:
+                ids = []
+                for _ in range(5):
+                    cur.execute(_INSERT, (Json({"sleep": 0.35}), 0, 0, 3, "Recorder"))
+                    ids.append(cur.fetchone()[0])
+        finally:
+            conn.close()
+        for event_id in ids:
+            event = wait_state(db_url, event_id, "finished", timeout=10)
+            assert event["attempts"] == 1, f"event {event_id} was handed out again: {history(db_url, event_id)}"
+        wait_sweeps(eng)
+    runs = sql(db_url, "SELECT event_id, count(*) AS n FROM executions GROUP BY event_id ORDER BY event_id")
+    assert [(r["event_id"], r["n"]) for r in runs] == [(event_id, 1) for event_id in ids]
+
+
+
+def test_a_disarm_racing_an_arm_of_the_same_event_never_removes_the_new_timer():
+    """The listener and the sweep sync the scheduler from two threads. Here one thread arms an event
+    again exactly while another is between the two steps of disarming it (dropped from the dict,
+    timer not yet removed): the new timer must survive, or the event waits for the next sweep."""
+    import threading
+
+    from engine.scheduler import Scheduler
+
+    scheduler = Scheduler(300, on_due=lambda: None)
+    scheduler.start()
+    first = datetime.now(timezone.utc) + timedelta(seconds=100)
+    second = first + timedelta(seconds=5)
+    remove_job = scheduler._aps.remove_job
+    racers: list[threading.Thread] = []
+
+    def remove_job_with_a_racing_arm(job_id: str, *args: Any, **kwargs: Any) -> None:
+        armed = threading.Event()
+
+        def arm_again() -> None:
+            scheduler.sync([{"id": 7, "state": "scheduled", "scheduled_for": second}])
+            armed.set()
+
+        racer = threading.Thread(target=arm_again)
+        racers.append(racer)
+        racer.start()
+        armed.wait(0.3)  # lets the arm through now, unless the disarm holds the scheduler's lock
+        remove_job(job_id, *args, **kwargs)
+
+    try:
+        scheduler.sync([{"id": 7, "state": "scheduled", "scheduled_for": first}])
+        scheduler._aps.remove_job = remove_job_with_a_racing_arm
+        scheduler.sync([{"id": 7, "state": "cancelled", "scheduled_for": first}])
+        scheduler._aps.remove_job = remove_job
+        for racer in racers:
+            racer.join(5)
+        assert scheduler._armed == {7: second}
+        job = scheduler._aps.get_job("event:7")
+        assert job is not None and job.next_run_time == second, "the re-armed event lost its timer"
+    finally:
+        scheduler._aps.remove_job = remove_job
+        scheduler.stop()
