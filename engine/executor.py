@@ -32,6 +32,39 @@ log = logging.getLogger("punctual.executor")
 
 DB_ERRORS = (Unavailable, *CONNECTION_ERRORS)
 _STOP = object()
+MAX_ERROR_CHARS = 4000  # last_error and history keep this much of an error message
+
+
+def unstorable(value: Any) -> str | None:
+    """Why PostgreSQL's jsonb could not hold `value` as a result, or None if it can.
+
+    json.dumps alone is not enough: it writes NaN/Infinity and \\u0000, which jsonb rejects, and one
+    rejected value would fail the whole batch of outcomes it is written with.
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if _has_nul(value):
+        return "it contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    return None
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def clean_error(text: str) -> str:
+    """An error message a text column can hold (no NUL, no lone surrogate) and of bounded size (a remote
+    answer may be huge)."""
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "\u2026"
 
 
 @dataclass
@@ -228,7 +261,9 @@ class Executor:
         ok, result, error = False, None, None
         try:
             result = kinds.run(self.settings, attempt)
-            json.dumps(result)  # must be storable as the result
+            problem = unstorable(result)
+            if problem:
+                raise kinds.AttemptFailed(f"the callback's result is not storable as JSON: {problem}")
             ok = True
         except kinds.AttemptFailed as exc:
             error = str(exc)
@@ -314,7 +349,8 @@ class Executor:
     def _outcome(self, row: dict[str, Any], ok: bool, result: Any, error: str | None, duration: float) -> Outcome:
         delay = attempts.retry_delay(row["attempts"], self.settings.retry_base_seconds,
                                      self.settings.retry_max_seconds)
-        return Outcome(row["id"], row["attempts"], ok, result, error, 0.0 if ok else delay, duration)
+        return Outcome(row["id"], row["attempts"], ok, result, None if error is None else clean_error(error),
+                       0.0 if ok else delay, duration)
 
     # -- completer ----------------------------------------------------------------------
 
@@ -338,7 +374,7 @@ class Executor:
                 except queue.Empty:
                     break
             try:
-                self._write(pending)
+                self._write_each(pending)
                 pending = []
                 backoff = 0.25
             except DB_ERRORS as exc:
@@ -349,9 +385,38 @@ class Executor:
                 log.warning("writing %d outcomes failed (%s); retrying in %.2f s", len(pending), exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
+            except Exception:  # noqa: BLE001 - the completer must outlive anything; leases cover the loss
+                log.exception("dropping %d outcomes that could not be written; their leases will expire and "
+                              "they will be retried", len(pending))
+                pending = []
             self._enforce_timeouts()
             self._renew_waiting()
         log.info("completer stopped")
+
+    def _write_each(self, outcomes: list[Outcome]) -> None:
+        """Write a batch; if a value in it is refused, write them one by one so one bad outcome
+        cannot hold up the others, and record the refused one as a failed attempt instead."""
+        try:
+            self._write(outcomes)
+            return
+        except DB_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a value PostgreSQL refuses
+            log.error("writing %d outcomes failed (%s: %s); writing them one by one", len(outcomes),
+                      type(exc).__name__, exc)
+        for outcome in outcomes:
+            try:
+                self._write([outcome])
+            except DB_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.error("outcome of event %s attempt %s refused (%s: %s); recording a failed attempt",
+                          outcome.event_id, outcome.attempt, type(exc).__name__, exc)
+                delay = attempts.retry_delay(outcome.attempt, self.settings.retry_base_seconds,
+                                             self.settings.retry_max_seconds)
+                self._write([Outcome(outcome.event_id, outcome.attempt, False, None,
+                                     clean_error(f"outcome not recorded: {type(exc).__name__}: {exc}"),
+                                     delay, outcome.duration)])
 
     def _write(self, outcomes: list[Outcome]) -> None:
         rows = attempts.record_outcomes(self.db, self.worker, outcomes)

@@ -465,3 +465,64 @@ def test_a_disarm_racing_an_arm_of_the_same_event_never_removes_the_new_timer():
     finally:
         scheduler._aps.remove_job = remove_job
         scheduler.stop()
+
+
+# -- outcomes PostgreSQL cannot store -----------------------------------------------------
+
+from engine.kinds.python import handler  # noqa: E402
+
+
+@handler("nul_result")
+def nul_result(payload: dict[str, Any]) -> str:
+    """Returns a string with a NUL character, which jsonb cannot hold."""
+    return "before\x00after"
+
+
+@handler("nul_error")
+def nul_error(payload: dict[str, Any]) -> None:
+    """Raises with a NUL character in the message, which a text column cannot hold."""
+    raise RuntimeError("bad\x00byte " + "x" * 5_000)
+
+
+@handler("surrogate_result")
+def surrogate_result(payload: dict[str, Any]) -> str:
+    """Returns a lone surrogate: valid for json.dumps, refused by PostgreSQL only when written."""
+    return "half a pair: \ud800"
+
+
+@handler("surrogate_error")
+def surrogate_error(payload: dict[str, Any]) -> None:
+    raise RuntimeError("half a pair: \udfff")
+
+
+def test_outcomes_postgres_cannot_store_fail_the_attempt_and_the_engine_keeps_recording(engine, db_url):
+    make_callback(db_url, "NulResult", "nul_result", max_attempts=1)
+    make_callback(db_url, "NulError", "nul_error", max_attempts=1)
+    make_callback(db_url, "Surrogate", "surrogate_result", max_attempts=1)
+    make_callback(db_url, "SurrogateError", "surrogate_error", max_attempts=1)
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn, conn.cursor() as cur:  # one transaction: likely one claim and one outcome batch
+            ids = {}
+            for name, callback, payload in (("infinite", "Division", {"x": 1e300, "y": 1e-300}),  # inf
+                                            ("nul_result", "NulResult", {}), ("nul_error", "NulError", {}),
+                                            ("surrogate", "Surrogate", {}), ("surrogate_error", "SurrogateError", {}),
+                                            ("fine", "Addition", {"x": 1, "y": 2})):
+                cur.execute(_INSERT, (Json(payload), 0, 0, 1, callback))
+                ids[name] = cur.fetchone()[0]
+    finally:
+        conn.close()
+    assert wait_state(db_url, ids["fine"], "finished")["result"] == 3
+    for name in ("infinite", "nul_result"):
+        event = wait_state(db_url, ids[name], "failed")
+        assert "not storable" in event["last_error"], event["last_error"]
+    event = wait_state(db_url, ids["nul_error"], "failed")
+    assert event["last_error"].startswith("RuntimeError: bad")
+    assert "\x00" not in event["last_error"] and len(event["last_error"]) <= 4_000
+    event = wait_state(db_url, ids["surrogate"], "failed")
+    assert event["last_error"].startswith("outcome not recorded"), event["last_error"]
+    event = wait_state(db_url, ids["surrogate_error"], "failed")
+    assert event["last_error"].startswith("RuntimeError: half a pair: "), event["last_error"]
+    later = insert_event(db_url, "Addition", {"x": 2, "y": 2})  # the completer is still alive
+    assert wait_state(db_url, later, "finished")["result"] == 4
+    assert engine.executor.alive
