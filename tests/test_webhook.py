@@ -119,3 +119,15 @@ def test_a_webhook_callback_for_a_host_off_the_allow_list_is_refused_at_creation
     answer = client.post("/callbacks", json={"name": "evil", "kind": "webhook", "target": "http://evil.example/x"})
     assert answer.status_code == 422
     assert answer.json["error"]["details"]["field"] == "target"
+
+
+def test_a_huge_answer_is_cut_and_only_its_start_is_stored(live_client, db_url, webhook):
+    webhook.body = {"data": "y" * 3_000_000}
+    make_hook(live_client, "hook", webhook.url)
+    event_id = schedule(live_client, "hook", {})
+    event = settled(db_url, event_id)
+    assert event["state"] == "finished", event["last_error"]
+    assert event["result"]["truncated"] is True
+    assert event["result"]["body"].startswith('{"data": "yyy')
+    assert len(event["result"]["body"]) == 10_000
+

@@ -1,6 +1,7 @@
 """`webhook` callbacks: POST the payload as JSON to an allow-listed URL; 2xx within the timeout is success."""
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,7 +12,8 @@ from config import Settings
 from engine.kinds.base import Attempt, AttemptFailed
 
 _local = threading.local()
-MAX_BODY_KEPT = 10_000  # characters of the answer stored as the result
+MAX_BODY_KEPT = 10_000  # characters of a non-JSON (or cut) answer stored as the result
+MAX_BODY_READ = 64 * 1024  # bytes of an answer read at most: a huge answer must not fill memory or the row
 
 
 def _session() -> requests.Session:
@@ -54,16 +56,32 @@ def run(settings: Settings, attempt: Attempt) -> Any:
     })
     try:
         # Redirects are not followed: a 3xx could lead off the allow-list, so it is a failure.
-        response = _session().post(attempt.target, json=attempt.payload, headers=headers,
-                                   timeout=attempt.timeout, allow_redirects=False)
+        with _session().post(attempt.target, json=attempt.payload, headers=headers, timeout=attempt.timeout,
+                             allow_redirects=False, stream=True) as response:
+            raw, cut = _read_some(response)
     except requests.Timeout:
         raise AttemptFailed(f"webhook timed out after {attempt.timeout:g} s") from None
     except requests.RequestException as exc:
         raise AttemptFailed(f"webhook request failed: {type(exc).__name__}: {exc}") from None
+    text = raw.decode(response.encoding or "utf-8", errors="replace")
     if not 200 <= response.status_code < 300:
-        raise AttemptFailed(f"webhook answered HTTP {response.status_code}: {response.text[:500]}")
+        raise AttemptFailed(f"webhook answered HTTP {response.status_code}: {text[:500]}")
+    if cut:
+        return {"status": response.status_code, "body": text[:MAX_BODY_KEPT], "truncated": True}
     try:
-        body: Any = response.json()
+        body: Any = json.loads(text) if text else None
     except ValueError:
-        body = response.text[:MAX_BODY_KEPT]
+        body = text[:MAX_BODY_KEPT]
     return {"status": response.status_code, "body": body}
+
+
+def _read_some(response: requests.Response) -> tuple[bytes, bool]:
+    """At most MAX_BODY_READ bytes of the answer, and whether there was more."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(8192):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_READ:
+            return b"".join(chunks)[:MAX_BODY_READ], True
+    return b"".join(chunks), False
