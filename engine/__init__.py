@@ -31,7 +31,7 @@ class Engine:
         self.settings = settings
         self.metrics = metrics
         self.executor = Executor(db, settings, metrics)
-        self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.executor.wake)
+        self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.executor.wake, max_armed=MAX_ARMED)
         self.listener = Listener(db, metrics, settings.listen_timeout_seconds, settings.reconnect_max_seconds,
                                  on_ids=self._on_notified, on_connect=self.catch_up)
         self._stop = threading.Event()
@@ -69,7 +69,7 @@ class Engine:
     def catch_up(self) -> None:
         """Claim what is due and arm what falls within the horizon, straight from the table."""
         self.executor.wake()
-        rows = attempts.within_horizon(self.db, self.settings.horizon_seconds, MAX_ARMED)
+        rows = attempts.within_horizon(self.db, self.settings.horizon_seconds, self.scheduler.max_armed)
         self.scheduler.sync(rows)
         self.metrics.armed.set(self.scheduler.armed_count)
 

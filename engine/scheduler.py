@@ -20,8 +20,13 @@ log = logging.getLogger("punctual.scheduler")
 
 
 class Scheduler:
-    def __init__(self, horizon_seconds: float, on_due: Callable[[], None]) -> None:
+    def __init__(self, horizon_seconds: float, on_due: Callable[[], None], max_armed: int = 100_000) -> None:
         self.horizon = timedelta(seconds=horizon_seconds)
+        # A hard bound on timers in memory: a burst of events all due within the horizon must not
+        # grow APScheduler's store without limit. Events beyond it are not lost: the sweep claims
+        # whatever is due, and the horizon refill arms them as room frees up.
+        self.max_armed = max_armed
+        self.overflowed = 0  # events left unarmed because the bound was reached (cumulative)
         self._on_due = on_due
         self._armed: dict[int, datetime] = {}
         # _lock serialises arm/disarm (dict and APScheduler job together), so a disarm in one thread
@@ -81,6 +86,12 @@ class Scheduler:
         with self._lock:
             with self._dict_lock:
                 if self._armed.get(event_id) == when:
+                    return
+                if event_id not in self._armed and len(self._armed) >= self.max_armed:
+                    self.overflowed += 1
+                    if self.overflowed == 1 or self.overflowed % 10_000 == 0:
+                        log.warning("%d events armed, the most allowed; later ones wait for the sweep "
+                                    "(%d so far)", self.max_armed, self.overflowed)
                     return
                 self._armed[event_id] = when
             if not self._aps.running:

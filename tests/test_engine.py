@@ -526,3 +526,21 @@ def test_outcomes_postgres_cannot_store_fail_the_attempt_and_the_engine_keeps_re
     later = insert_event(db_url, "Addition", {"x": 2, "y": 2})  # the completer is still alive
     assert wait_state(db_url, later, "finished")["result"] == 4
     assert engine.executor.alive
+
+
+def test_armed_timers_are_bounded_and_events_beyond_the_bound_still_run(db, settings, db_url):
+    with running_engine(db, settings) as eng:
+        eng.scheduler.max_armed = 2
+        conn = psycopg2.connect(db_url)
+        try:
+            with conn, conn.cursor() as cur:
+                ids = []
+                for n in range(6):
+                    cur.execute(_INSERT, (Json({"x": n, "y": 0}), 1.0, 0, 3, "Addition"))
+                    ids.append(cur.fetchone()[0])
+        finally:
+            conn.close()
+        wait_for(lambda: eng.scheduler.overflowed >= 4, timeout=3, message="the bound to be reached")
+        assert eng.scheduler.armed_count <= 2 and len(eng.scheduler._aps.get_jobs()) <= 2
+        for event_id in ids:
+            assert_on_time(wait_state(db_url, event_id, "finished"))
