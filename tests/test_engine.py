@@ -111,10 +111,10 @@ def test_events_due_soon_start_at_or_after_their_time_and_within_a_small_latenes
 
 def test_an_event_moved_later_does_not_run_at_its_old_time(live_client, db_url):
     created = live_client.post("/events", json={"callback": "Addition", "payload": {"x": 1, "y": 1},
-                                                "scheduled_for": iso_in(0.8)})
+                                                "scheduled_for": iso_in(1.2)})
     event_id = created.json["id"]
     old_time = row(db_url, event_id)["scheduled_for"]
-    moved = live_client.put(f"/events/{event_id}", json={"scheduled_for": iso_in(2.5)})
+    moved = live_client.put(f"/events/{event_id}", json={"scheduled_for": iso_in(2.7)})
     assert moved.status_code == 200, moved.json
     event = wait_state(db_url, event_id, "finished")
     assert event["scheduled_for"] > old_time + timedelta(seconds=1)
@@ -137,7 +137,7 @@ def test_a_cancelled_or_deleted_event_never_runs(live_client, engine, db_url, lo
         return live_client.post("/events", json={"callback": "Addition", "payload": {"x": 1, "y": 1},
                                                  "scheduled_for": iso_in(delay)}).json["id"]
 
-    cancelled, deleted, control = create(0.7), create(0.7), create(1.2)
+    cancelled, deleted, control = create(1.0), create(1.0), create(1.3)
     assert live_client.post(f"/events/{cancelled}/cancel").status_code == 200
     assert live_client.delete(f"/events/{deleted}").status_code == 204
     wait_state(db_url, control, "finished")
