@@ -140,14 +140,21 @@ def rescue_expired(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
     )
 
 
-def release(db: Database, worker: str, attempts: list[tuple[int, int]], reason: str) -> list[dict[str, Any]]:
-    """Give running attempts back at once (shutdown): the attempt is not counted, the event is due now."""
+def release(db: Database, worker: str, attempts: list[tuple[int, int]], reason: str,
+            started: bool = False) -> list[dict[str, Any]]:
+    """Give running attempts back at once (shutdown); the event is due now.
+
+    An attempt that never started is not counted (the next claim gets its number again). One that
+    had started keeps its number, so the rerun is the next attempt: the first may have reached the
+    outside world, and a receiver deduplicating on (event id, attempt) must not drop the rerun.
+    """
     if not attempts:
         return []
     with db.transaction() as cur:
         return execute_values(
             cur,
-            f"""UPDATE events e SET state = 'scheduled', attempts = e.attempts - 1, scheduled_for = now(),
+            f"""UPDATE events e SET state = 'scheduled', attempts = e.attempts - {0 if started else 1},
+                       scheduled_for = now(),
                        last_error = v.reason, lease_until = NULL, updated_at = now()
                 FROM (VALUES %s) AS v(id, attempt, worker, reason), callbacks c
                 WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = v.worker

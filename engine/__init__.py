@@ -51,6 +51,9 @@ class Engine:
         if not self.started:
             return
         log.info("engine stopping")
+        # The executor first: from now on nothing is claimed or started, and queued claims go back
+        # at once; the listener, timers and sweep only feed it, so they can go while it finishes.
+        self.executor.quiesce()
         self._stop.set()
         self.listener.stop()
         self.scheduler.stop()

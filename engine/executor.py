@@ -94,6 +94,7 @@ class Executor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._claiming = True
+        self._stop_began = 0.0
         self._work: queue.PriorityQueue[_Queued | Any] = queue.PriorityQueue()
         self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._inflight: dict[tuple[int, int], _Running] = {}
@@ -129,14 +130,17 @@ class Executor:
         with self._lock:
             return len(self._inflight)
 
-    def stop(self, grace: float) -> None:
-        """Stop claiming; let running attempts finish within `grace`, then give the rest back."""
-        log.info("executor stopping: no new claims, %d attempts in flight", self.inflight)
+    def quiesce(self) -> None:
+        """First step of a stop, at once: no new claims, no new starts; claimed-but-not-started
+        attempts are given back uncounted. Attempts already running go on (see stop)."""
+        if not self._claiming:
+            return
+        log.info("executor stopping: no new claims or starts, %d attempts in flight", self.inflight)
+        self._stop_began = time.monotonic()
         self._claiming = False
         self._stop.set()
         self._wake.set()
         self._dispatcher.join(timeout=10)
-        # Claimed but not started: give them back at once, nobody will run them here.
         waiting = []
         while True:
             try:
@@ -149,15 +153,22 @@ class Executor:
             for row in waiting:
                 self._inflight.pop((row["id"], row["attempts"]), None)
         self._release(waiting, "released: instance shutting down before the attempt started")
-        deadline = time.monotonic() + grace
+
+    def stop(self, grace: float) -> None:
+        """Stop claiming; let running attempts finish within `grace` of the stop's start, then give
+        the rest back. A given-back attempt that had started keeps its number: it may have reached
+        the outside world, and receivers deduplicate on (event id, attempt)."""
+        self.quiesce()
+        deadline = self._stop_began + grace
         while self.inflight and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
         with self._lock:
             left = [entry.row for entry in self._inflight.values()]
             for entry in self._inflight.values():
                 entry.timed_out = True  # a late return is not recorded: the attempt was given back
             self._inflight.clear()
-        self._release(left, f"released: instance shut down while the attempt ran past {grace:g} s")
+        self._release(left, f"released: instance shut down while the attempt ran past {grace:g} s",
+                      started=True)
         for _ in list(self._workers):
             self._work.put(_Queued((float("inf"),), _STOP))
         self._completer_stop.set()
@@ -249,9 +260,17 @@ class Executor:
         with self._lock:
             if self._inflight.get(key) is not entry:  # released during shutdown meanwhile
                 return
-            entry.started = time.monotonic()
-            entry.deadline = entry.started + row["timeout_seconds"]
-            entry.thread = threading.current_thread()
+            if not self._claiming:  # stopping: nothing starts after the stop began; give it back
+                del self._inflight[key]
+                stopping = True
+            else:
+                stopping = False
+                entry.started = time.monotonic()
+                entry.deadline = entry.started + row["timeout_seconds"]
+                entry.thread = threading.current_thread()
+        if stopping:
+            self._release([row], "released: instance shutting down before the attempt started")
+            return
         crashpoints.reached("after_claim")
         attempt = kinds.Attempt(
             event_id=row["id"], attempt=row["attempts"], callback=row["callback"], kind=row["kind"],
@@ -460,11 +479,12 @@ class Executor:
             self._spawn_worker()
             self._wake.set()
 
-    def _release(self, rows: list[dict[str, Any]], reason: str) -> None:
+    def _release(self, rows: list[dict[str, Any]], reason: str, started: bool = False) -> None:
         if not rows:
             return
         try:
-            released = attempts.release(self.db, self.worker, [(r["id"], r["attempts"]) for r in rows], reason)
+            released = attempts.release(self.db, self.worker, [(r["id"], r["attempts"]) for r in rows], reason,
+                                        started=started)
         except DB_ERRORS as exc:
             log.error("could not release %d attempts (%s); their leases will expire", len(rows), exc)
             return

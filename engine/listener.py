@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import select
 import threading
@@ -46,6 +47,8 @@ class Listener:
         self._on_ids = on_ids
         self._on_connect = on_connect
         self._stop = threading.Event()
+        # stop() writes to this pipe so the select() below returns at once instead of at its timeout.
+        self._wake_r, self._wake_w = -1, -1  # made in start(): an engine never started holds no descriptors
         self._thread = threading.Thread(target=self._run, name="punctual-listener", daemon=True)
         self.connected = threading.Event()  # set once LISTEN and the catch-up are done
         self.last_heartbeat = 0.0
@@ -54,11 +57,24 @@ class Listener:
         self.backend_pid: int | None = None
 
     def start(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._wake_w < 0:
+            return  # never started
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
         self._thread.join(timeout=self.timeout + 5)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r, self._wake_w = -1, -1
 
     @property
     def alive(self) -> bool:
@@ -114,7 +130,9 @@ class Listener:
 
     def _listen(self, conn) -> None:
         while not self._stop.is_set():
-            readable, _, _ = select.select([conn], [], [], self.timeout)
+            readable, _, _ = select.select([conn, self._wake_r], [], [], self.timeout)
+            if self._stop.is_set():
+                return
             if readable:
                 conn.poll()
                 # A successful poll proves the connection alive too: under steady traffic select()

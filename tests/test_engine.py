@@ -390,14 +390,17 @@ def test_stop_releases_an_attempt_running_past_the_grace_back_to_scheduled(db, s
     finally:
         eng.stop()
     event = row(db_url, event_id)
-    assert (event["state"], event["attempts"], event["lease_until"]) == ("scheduled", 0, None)
+    # It had started, so it keeps its number: the rerun is attempt 2 (receivers deduplicate on it).
+    assert (event["state"], event["attempts"], event["lease_until"]) == ("scheduled", 1, None)
     assert "released" in event["last_error"]
     assert [line["action"] for line in audit_lines(log_dir) if line["event_id"] == event_id] == [
         "attempt_started", "attempt_released"]
     # Another instance picks it up again at once.
     with running_engine(db, settings) as again:
         done = wait_state(db_url, event_id, "finished", timeout=8)
-    assert done["attempts"] == 1 and done["worker"] == again.settings.instance_name
+    assert done["attempts"] == 2 and done["worker"] == again.settings.instance_name
+    assert [(h["state"], h["attempt"]) for h in history(db_url, event_id)] == [
+        ("scheduled", 0), ("running", 1), ("scheduled", 1), ("running", 2), ("finished", 2)]
 
 
 def test_an_attempt_queued_behind_busy_workers_keeps_its_lease_and_runs_once(db, settings, db_url, monkeypatch):
