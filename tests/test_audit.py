@@ -92,6 +92,8 @@ def test_api_changes_are_audited_with_their_action(live_client, db_url, log_dir)
     assert live_client.post(f"/events/{cancelled}/retry").status_code == 200
     assert live_client.delete(f"/events/{deleted}").status_code == 204
     settled(db_url, cancelled)
+    wait_for(lambda: any(line["event_id"] == cancelled and line["action"] == "attempt_succeeded"
+                         for line in lines(log_dir)), timeout=3, message="the audit line written after the commit")
     actions = {}
     for line in lines(log_dir):
         actions.setdefault(line["event_id"], []).append(line["action"])
