@@ -129,3 +129,15 @@ def test_an_insert_whose_notification_was_lost_is_run_by_the_sweep(engine, db_ur
         spy.close()
     for event_id in (due_now, due_soon, control):
         assert_on_time(finished(db_url, event_id))
+
+
+def test_notifications_count_as_heartbeats_so_a_busy_listener_stays_healthy(db, settings, db_url):
+    """Under steady traffic select() never times out, so the heartbeat query never runs: received
+    notifications must prove the connection alive, or /health calls a busy listener dead."""
+    with running_engine(db, settings, listen_timeout_seconds=30.0) as eng:
+        before = eng.listener.last_heartbeat
+        sql(db_url, "SELECT pg_notify(%s, %s)", (CHANNEL, "garbage"))
+        wait_for(lambda: eng.listener.last_heartbeat > before, timeout=3, message="a heartbeat from the notification")
+        assert eng.health()["listener"]["status"] == "ok"
+        started = time.monotonic()
+    assert time.monotonic() - started < 5, "stop waited for the listener's 30 s select()"
