@@ -11,9 +11,9 @@ from typing import Any, Iterator
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-import psycopg2.pool
+import psycopg2.errors
 
-from errors import Unavailable
+from errors import Conflict, Unavailable
 
 log = logging.getLogger("punctual.db")
 
@@ -26,7 +26,6 @@ _SESSION_OPTIONS = "-c timezone=UTC -c lock_timeout=5000 -c statement_timeout=60
 
 # Errors that mean "the database is not reachable right now", as opposed to a bad statement.
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
-
 
 
 _URL_PASSWORD = re.compile(r"([\w.%+~-]+:)[^@\s/?#]*@")  # user:password@ (also in a malformed URL)
@@ -59,15 +58,56 @@ def start_embedded(data_dir: str) -> str:
     return server.get_uri()
 
 
+class _Pool:
+    """A lazy LIFO pool that keeps idle connections open.
+
+    psycopg2's ThreadedConnectionPool closes every returned connection beyond `minconn`, so with
+    a lazy minconn of 0 each transaction paid for a new backend; this one connects on demand,
+    keeps up to `size` idle connections, and drops broken ones.
+    """
+
+    def __init__(self, connect: Any, size: int) -> None:
+        self._connect = connect
+        self._idle: list[psycopg2.extensions.connection] = []
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(self) -> psycopg2.extensions.connection:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        return self._connect()
+
+    def put(self, conn: psycopg2.extensions.connection, broken: bool) -> None:
+        if broken or conn.closed:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail too
+                pass
+            return
+        with self._lock:
+            if len(self._idle) < self._size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
 class Database:
     """One pool shared by requests and the engine; LISTEN gets a connection of its own."""
 
     def __init__(self, url: str, pool_size: int = 20, application_name: str = "punctual") -> None:
         self.url = url
         self.application_name = application_name
-        self._pool_size = pool_size
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        self._pool_lock = threading.Lock()
+        self._pool = _Pool(lambda: self.connect("pool"), pool_size)
+        # Bounds connections in use; a request waits for a free one rather than opening more.
         self._slots = threading.BoundedSemaphore(pool_size)
 
     # -- connections -------------------------------------------------------------------
@@ -87,22 +127,12 @@ class Database:
         conn.autocommit = autocommit
         return conn
 
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    0, self._pool_size, self.url,
-                    application_name=f"{self.application_name}-pool",
-                    options=_SESSION_OPTIONS, connect_timeout=5,
-                    keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
-                )
-            return self._pool
-
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor inside one transaction: committed on success, rolled back on any error.
 
-        :raise Unavailable: when the database cannot be reached (the API answers 503).
+        :raise Unavailable: when the database cannot be reached or a statement timed out (503).
+        :raise Conflict: when a row stayed locked by another transaction past lock_timeout (409).
         """
         if not self._slots.acquire(timeout=30):
             raise Unavailable("no database connection free within 30 s")
@@ -110,34 +140,28 @@ class Database:
         broken = False
         try:
             try:
-                conn = self._get_pool().getconn()
-                if conn.closed:
-                    raise psycopg2.InterfaceError("pooled connection closed")
+                conn = self._pool.get()
             except CONNECTION_ERRORS as exc:
-                broken = True
                 raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from exc
             try:
                 with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                     yield cur
                 conn.commit()
-            except CONNECTION_ERRORS as exc:
-                broken = True
-                raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from exc
-            except BaseException:
-                if not conn.closed:
-                    try:
-                        conn.rollback()
-                    except CONNECTION_ERRORS:
-                        broken = True
-                else:
+            except BaseException as exc:
+                broken = not _rollback(conn)
+                # Timeouts raise OperationalError subclasses but leave the connection usable.
+                if isinstance(exc, psycopg2.errors.LockNotAvailable):
+                    raise Conflict("the row is locked by another transaction; try again",
+                                   {"reason": "lock_timeout"}) from exc
+                if isinstance(exc, psycopg2.errors.QueryCanceled):
+                    raise Unavailable("the database did not answer in time", {"reason": "statement_timeout"}) from exc
+                if isinstance(exc, CONNECTION_ERRORS):
                     broken = True
+                    raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from exc
                 raise
         finally:
-            if conn is not None and self._pool is not None:
-                try:
-                    self._pool.putconn(conn, close=broken or bool(conn.closed))
-                except psycopg2.pool.PoolError:
-                    pass
+            if conn is not None:
+                self._pool.put(conn, broken)
             self._slots.release()
 
     def query(self, sql: str, params: Any = None) -> list[dict]:
@@ -163,10 +187,18 @@ class Database:
         log.info("schema applied")
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.closeall()
-                self._pool = None
+        self._pool.close()
+
+
+def _rollback(conn: psycopg2.extensions.connection) -> bool:
+    """Roll back; False when the connection is gone (it must not go back to the pool)."""
+    if conn.closed:
+        return False
+    try:
+        conn.rollback()
+        return True
+    except CONNECTION_ERRORS:
+        return False
 
 
 def database_url_from(settings_url: str, data_dir: str) -> str:

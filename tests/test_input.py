@@ -392,8 +392,8 @@ def test_an_event_for_a_callback_deleted_meanwhile_is_422_not_500(client, db_url
     assert sql(db_url, "SELECT count(*) AS n FROM events") == [{"n": 0}]
 
 
-def test_a_row_locked_past_lock_timeout_answers_503_with_retry_after(settings, db_url, monkeypatch):
-    """Another transaction holds the event (as a claim would): the API gives up cleanly, changing nothing."""
+def test_a_row_locked_past_lock_timeout_answers_409_and_keeps_the_connection(settings, db_url, monkeypatch):
+    """Another transaction holds the event (as a claim would): the API gives up cleanly with 409, changing nothing."""
     import psycopg2
 
     import db as db_module
@@ -413,8 +413,8 @@ def test_a_row_locked_past_lock_timeout_answers_503_with_retry_after(settings, d
                                    ("delete", f"/events/{event['id']}", None)]:
             kwargs = {"json": body} if body is not None else {}
             response = getattr(client, method)(path, **kwargs)
-            error = assert_error(response, 503, (method, path))
-            assert error["code"] == "unavailable" and response.headers["Retry-After"] == "1"
+            error = assert_error(response, 409, (method, path))
+            assert error["code"] == "conflict" and error["details"]["reason"] == "lock_timeout"
         assert snapshot(db_url) == before
     finally:
         holder.close()
