@@ -175,6 +175,71 @@ class EventBatchResult(BaseModel):
     events: list[Event]
 
 
+# -- manual callbacks: the pull API --------------------------------------------------------
+
+Worker = Annotated[str, Field(min_length=1, max_length=200, description="who holds the lease")]
+LeaseSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class ClaimRequest(Strict):
+    worker: Worker
+    callback: Optional[Name] = Field(None, description="only events of this manual callback (name or id)")
+    lease_seconds: Optional[LeaseSeconds] = Field(None, description="default: the callback's timeout_seconds")
+
+
+class ExtendRequest(Strict):
+    worker: Worker
+    seconds: Optional[LeaseSeconds] = Field(None, description="the lease runs this long from now")
+
+
+class CompleteRequest(Strict):
+    worker: Worker
+    result: Any = None
+
+
+class ReleaseRequest(Strict):
+    worker: Worker
+
+
+# -- Kafka ------------------------------------------------------------------------------------
+
+class AlertCreate(Strict):
+    """One alert; it is produced to the alerts topic and comes back as an event of the Alert callback."""
+
+    message: str = Field(min_length=1, max_length=10_000)
+    alert_id: Optional[Union[int, Name]] = Field(None, description="default: a new unique id")
+    severity: Optional[Name] = None
+
+
+class AlertSent(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+    alert_id: Union[int, str]
+
+
+class RejectedQuery(StrictQuery):
+    limit: int = Field(50, ge=1, le=1000)
+    cursor: Optional[int] = Field(None, ge=0)
+
+
+class RejectedMessage(BaseModel):
+    id: int
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[str] = None
+    value_text: Optional[str] = None
+    value_base64: Optional[str] = None
+    reason: str
+    received_at: datetime
+
+
+class RejectedList(BaseModel):
+    rejected: list[RejectedMessage]
+    next_cursor: Optional[int] = None
+
+
 # -- system -------------------------------------------------------------------------------
 
 class ErrorDetail(BaseModel):

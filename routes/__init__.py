@@ -22,6 +22,7 @@ SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer",
                                "description": "API_TOKEN; required on POST/PUT/PATCH/DELETE when it is set"}}
 
 if TYPE_CHECKING:
+    from bridge.service import Bridge
     from engine import Engine
 
 
@@ -33,6 +34,7 @@ class Services:
     db: Database
     metrics: Metrics
     engine: Optional["Engine"] = None
+    bridge: Optional["Bridge"] = None
 
 
 def services() -> Services:
