@@ -19,18 +19,20 @@ from waitress.server import MultiSocketServer
 import audit
 from config import Settings
 from db import Database, database_url_from, redact
+from bridge.service import Bridge
 from engine import Engine
+from engine.kinds import kafka as kafka_kind
 from engine.kinds import python as python_handlers
 from errors import Unavailable
 from metrics import Metrics
-from routes import Services, callbacks, events, http, system
+from routes import Services, callbacks, claims, events, http, kafka, system
 
 log = logging.getLogger("punctual")
 
 
 def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None,
-               metrics: Optional[Metrics] = None) -> OpenAPI:
-    """Build the Flask app around an existing database (and engine, when this process runs one)."""
+               metrics: Optional[Metrics] = None, bridge: Optional[Bridge] = None) -> OpenAPI:
+    """Build the Flask app around an existing database (and engine and Kafka bridge, when this process runs them)."""
     app = OpenAPI(
         __name__,
         info=Info(title="Punctual", version="0.1.0",
@@ -43,9 +45,9 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
     metrics = metrics or (engine.metrics if engine else Metrics())
     metrics.watch_states(lambda: {row["state"]: row["n"] for row in
                                   db.query("SELECT state, count(*) AS n FROM events GROUP BY state")})
-    app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine)
+    app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine, bridge=bridge)
     http.install(app)
-    for blueprint in (callbacks.bp, events.bp, system.bp):
+    for blueprint in (callbacks.bp, claims.bp, events.bp, kafka.bp, system.bp):
         app.register_api(blueprint)
     return app
 
@@ -95,10 +97,15 @@ def main() -> int:
 
     metrics = Metrics()
     engine = Engine(db, settings, metrics)
-    app = create_app(settings, db, engine, metrics)
+    bridge = Bridge(db, settings, on_created=engine.executor.wake) if settings.kafka_enabled else None
+    if bridge is not None:
+        kafka_kind.use_producer(bridge.producer)
+    app = create_app(settings, db, engine, metrics, bridge)
     server = create_server(app, host=settings.host, port=settings.port, threads=settings.http_threads,
                            ident="punctual", clear_untrusted_proxy_headers=True)
     engine.start()
+    if bridge is not None:
+        bridge.start()
     log.info("serving on http://%s:%s", settings.host, getattr(server, "effective_port", settings.port))
     try:
         _serve_until(server, stop)
@@ -108,6 +115,8 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.close()
         engine.stop()
+        if bridge is not None:
+            bridge.stop()  # after the engine: the relay publishes the outcomes recorded while stopping
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
         db.close()
         log.info("stopped")

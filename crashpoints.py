@@ -12,6 +12,7 @@ POINTS = frozenset({
     "after_claim",       # an attempt is claimed (committed running), its callback not yet called
     "in_callback",       # inside the callback, before it returns
     "before_outcome",    # the callback returned; its outcome is not yet committed
+    "bridge_before_offset_commit",  # Kafka messages' events committed; their offsets not yet committed
 })
 
 _target = os.environ.get("PUNCTUAL_CRASH_AT", "")

@@ -123,7 +123,11 @@ def extend_leases(db: Database, worker: str, leases: list[tuple[int, int, float]
 
 
 def rescue_expired(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
-    """Return events whose holder vanished (lease ran out) to the queue, or fail them if no attempts are left."""
+    """Return events whose holder vanished (lease ran out) to the queue, or fail them if no attempts are left.
+
+    Manual events are not counted as failures when a person's lease runs out: controllers.claims
+    puts them back in the queue instead.
+    """
     return db.query(
         f"""UPDATE events e SET
                 state = CASE WHEN e.attempts >= e.max_attempts THEN 'failed' ELSE 'scheduled' END,
@@ -132,7 +136,7 @@ def rescue_expired(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
                 finished_at = CASE WHEN e.attempts >= e.max_attempts THEN now() END,
                 lease_until = NULL, updated_at = now()
             FROM callbacks c
-            WHERE c.id = e.callback_id AND e.id IN (
+            WHERE c.id = e.callback_id AND c.kind <> 'manual' AND e.id IN (
                 SELECT id FROM events WHERE state = 'running' AND lease_until < now()
                 ORDER BY lease_until LIMIT %s FOR UPDATE SKIP LOCKED)
             RETURNING {_RETURNING}, e.last_error""",

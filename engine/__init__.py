@@ -13,7 +13,7 @@ from typing import Any
 
 import audit
 from config import Settings
-from controllers import attempts
+from controllers import attempts, claims
 from db import Database
 from engine.executor import DB_ERRORS, Executor
 from engine.listener import Listener
@@ -93,6 +93,7 @@ class Engine:
                         audit.record("lease_expired", row, error=row["last_error"])
                     log.warning("rescued %d events whose lease expired", len(rescued))
                     self.executor.wake()
+                claims.expire_leases(self.db)  # manual events whose holder ran out of time
                 if time.monotonic() >= next_refill:
                     self.catch_up()
                     next_refill = time.monotonic() + refill_every

@@ -166,3 +166,19 @@ def webhook():
     target = WebhookTarget()
     yield target
     target.close()
+
+
+@pytest.fixture
+def kafka_broker(tmp_path):
+    """A tansu broker on a free loopback port, with the bridge's topics created."""
+    from tests.kafka_broker import Broker
+
+    broker = Broker(tmp_path).start()
+    yield broker
+    broker.stop()
+
+
+def kafka_env(broker) -> dict[str, str]:
+    """Environment for an app process that bridges to `broker`."""
+    return {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_MAX_POLL_INTERVAL_MS": "3000",
+            "KAFKA_GROUP_ID": "punctual-test"}

@@ -209,9 +209,6 @@ def test_a_stop_signal_lets_the_running_attempt_finish_leaves_nothing_running_an
             assert "released" in history(db_url, event_id)[2]["error"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine/__init__.py Engine.stop stops the listener, scheduler and sweeper "
-                                       "(about 1-1.5 s) before the executor stops taking work from its queue, so "
-                                       "attempts claimed before the signal still start after it")
 def test_no_attempt_starts_after_a_stop_signal(start_app, db_url):
     # A long listener wait makes Engine.stop's delay before the executor stops certain to cover the
     # ~1.8 s left of the running attempt: with the bug, the queued attempts start in that window.
@@ -245,10 +242,6 @@ def test_an_attempt_outlasting_the_shutdown_grace_is_given_back_and_runs_after_r
     assert run["after_stop"] == "scheduled", "the attempt was not given back at shutdown"
 
 
-@pytest.mark.xfail(strict=True, reason="controllers/attempts.py release() decrements attempts also for attempts that "
-                                       "had started (given back after the shutdown grace), so the next run reuses "
-                                       "attempt number 1: two 'running' rows for attempt 1, and a receiver "
-                                       "deduplicating on (event id, attempt) drops the rerun")
 def test_an_attempt_given_back_after_it_started_keeps_its_number(start_app, db_url):
     run = _stop_while_an_attempt_outlasts_the_grace(start_app, db_url)
     assert_each_attempt_recorded_once(db_url, [run["event"]])

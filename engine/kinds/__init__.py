@@ -4,16 +4,17 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from config import Settings
-from engine.kinds import python, webhook
+from engine.kinds import kafka, python, webhook
 from engine.kinds.base import AttemptFailed, Attempt
 
 __all__ = ["AttemptFailed", "Attempt", "run", "validate_target"]
 
-# kind -> runner(settings, attempt) -> result. `kafka` joins with the Kafka bridge; `manual`
-# events are never run by the engine: a worker claims them through the API.
+# kind -> runner(settings, attempt) -> result. `manual` events are never run by the engine:
+# a person or external worker claims them through the API (controllers/claims.py).
 RUNNERS: dict[str, Callable[[Settings, Attempt], Any]] = {
     "python": python.run,
     "webhook": webhook.run,
+    "kafka": kafka.run,
 }
 
 

@@ -1,0 +1,1 @@
+"""The Kafka bridge: alerts and schedules in (consumer), outcomes out (outbox relay), one producer."""

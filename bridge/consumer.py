@@ -1,0 +1,138 @@
+"""Kafka in: a consumer-group consumer on the alerts and schedules topics.
+
+Order per batch: poll -> one database transaction (events + kafka_messages rows) -> commit ->
+only then commit the offsets. Auto-commit is off: kafka-python's default would commit offsets of
+polled messages whether or not their events were stored. A crash before the offset commit
+redelivers the batch, and the kafka_messages primary key makes it a no-op.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+import crashpoints
+from config import Settings
+from controllers.ingest import Message, ingest
+from db import CONNECTION_ERRORS, Database
+from errors import Unavailable
+
+log = logging.getLogger("punctual.kafka.consumer")
+
+
+class AlertConsumer:
+    def __init__(self, db: Database, settings: Settings, on_created: Callable[[], None]) -> None:
+        self.db = db
+        self.settings = settings
+        self._on_created = on_created
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="punctual-kafka-consumer", daemon=True)
+        self.connected = False
+        self.last_error: str | None = None
+        self.ingested = 0
+        self.rejected = 0
+        self.duplicates = 0
+        self.lag: int | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _consumer(self) -> KafkaConsumer:
+        poll_interval = self.settings.kafka_max_poll_interval_ms
+        session = min(10_000, poll_interval)
+        return KafkaConsumer(
+            self.settings.kafka_alerts_topic, self.settings.kafka_schedules_topic,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=self.settings.kafka_group_id,
+            client_id=f"punctual-{self.settings.instance_name}",
+            enable_auto_commit=False,           # offsets only after the database commit
+            auto_offset_reset="earliest",       # a new group starts at the beginning, not at "now"
+            max_poll_records=200,
+            max_poll_interval_ms=poll_interval,
+            session_timeout_ms=session,
+            heartbeat_interval_ms=max(session // 3, 100),
+            request_timeout_ms=max(30_000, session + 5_000),
+        )
+
+    def _run(self) -> None:
+        log.info("Kafka consumer started (%s, %s)", self.settings.kafka_alerts_topic,
+                 self.settings.kafka_schedules_topic)
+        backoff = 0.5
+        while not self._stop.is_set():
+            consumer = None
+            try:
+                consumer = self._consumer()
+                self.connected = True
+                self.last_error = None
+                log.info("Kafka consumer connected to %s", self.settings.kafka_bootstrap_servers)
+                while not self._stop.is_set():
+                    records = consumer.poll(timeout_ms=500)
+                    if records:
+                        self._handle(consumer, records)
+                        backoff = 0.5
+                    self._measure_lag(consumer)
+            except (KafkaError, Unavailable, *CONNECTION_ERRORS) as exc:
+                # KafkaError covers NoBrokersAvailable (2.x) and KafkaTimeoutError (3.x).
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - the bridge must outlive anything and reconnect
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("Kafka consumer failed")
+            finally:
+                self.connected = False
+                if consumer is not None:
+                    try:
+                        consumer.close(autocommit=False)  # never commit what was not stored
+                    except Exception:  # noqa: BLE001
+                        pass
+            if self._stop.is_set():
+                break
+            delay = backoff * random.uniform(0.5, 1.0)
+            log.warning("Kafka consumer down (%s); reconnecting in %.1f s", self.last_error, delay)
+            self._stop.wait(delay)
+            backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
+        log.info("Kafka consumer stopped")
+
+    def _handle(self, consumer: KafkaConsumer, records: dict[TopicPartition, list[Any]]) -> None:
+        messages = [
+            Message(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []))
+            for batch in records.values() for r in batch
+        ]
+        # If this raises, the consumer is closed and rebuilt: its fetch position rewinds to the
+        # committed offsets, so the batch is delivered again rather than skipped.
+        result = ingest(self.db, messages, self.settings.kafka_schedules_topic)
+        self.ingested += len(result.created)
+        self.rejected += result.rejected
+        self.duplicates += result.duplicates
+        if result.created:
+            self._on_created()
+        crashpoints.reached("bridge_before_offset_commit")
+        offsets = {tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in records.items()}
+        try:
+            consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced; another member gets these messages again and dedupes them.
+            log.warning("offset commit failed after a rebalance (%s); redelivery will be deduplicated", exc)
+
+    def _measure_lag(self, consumer: KafkaConsumer) -> None:
+        try:
+            assigned = consumer.assignment()
+            if not assigned:
+                return
+            ends = consumer.end_offsets(list(assigned))
+            self.lag = sum(max(ends[tp] - consumer.position(tp), 0) for tp in assigned)
+        except Exception:  # noqa: BLE001 - lag is informational
+            self.lag = None
