@@ -5,9 +5,11 @@ import json
 import logging
 import logging.handlers
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 # The fixed vocabulary of `action`: tests and log readers may rely on these words.
 ACTIONS = frozenset({
@@ -24,8 +26,55 @@ ACTIONS = frozenset({
     "attempt_released",    # running -> scheduled, given back (shutdown, worker release)
 })
 
-_events_logger = logging.getLogger("punctual.audit")
-_events_logger.propagate = False
+
+
+class AuditFile:
+    """events.log: appends whole lines under a lock, rotates by size like RotatingFileHandler.
+
+    Written directly rather than through logging: a batch of state changes (a claim of 200
+    events, a batch of outcomes) becomes one write and one flush instead of 200 handler calls,
+    each with its own rollover stat() calls.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")
+        self._size = self._file.tell()
+
+    def write(self, lines: list[str]) -> None:
+        data = "".join(line + "\n" for line in lines)
+        with self._lock:
+            if self._file.closed:
+                return
+            if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+                self._rotate()
+            self._file.write(data)
+            self._file.flush()
+            self._size += len(data)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self.backups > 0:
+            for index in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{index}")
+                if older.exists():
+                    older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._size = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+_audit_file: Optional[AuditFile] = None
+_local = threading.local()
 
 
 def _one_line(data: Any) -> str:
@@ -52,11 +101,6 @@ class JsonFormatter(logging.Formatter):
         return _one_line(data)
 
 
-class AuditFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return _one_line(record.msg)
-
-
 def setup_logging(log_dir: str, max_bytes: int, backups: int, level: int = logging.INFO) -> None:
     """Route the audit trail to events.log, warnings and errors to errors.log, and everything to stderr.
 
@@ -65,19 +109,16 @@ def setup_logging(log_dir: str, max_bytes: int, backups: int, level: int = loggi
     path = Path(log_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        events = logging.handlers.RotatingFileHandler(path / "events.log", maxBytes=max_bytes,
-                                                      backupCount=backups, encoding="utf-8")
+        events = AuditFile(path / "events.log", max_bytes, backups)
         errors = logging.handlers.RotatingFileHandler(path / "errors.log", maxBytes=max_bytes,
                                                       backupCount=backups, encoding="utf-8")
     except OSError as exc:
         raise SystemExit(f"cannot write logs to {path.resolve()}: {exc}") from None
 
-    events.setFormatter(AuditFormatter())
-    for old in list(_events_logger.handlers):
-        _events_logger.removeHandler(old)
-        old.close()
-    _events_logger.addHandler(events)
-    _events_logger.setLevel(logging.INFO)
+    global _audit_file
+    previous, _audit_file = _audit_file, events
+    if previous is not None:
+        previous.close()
 
     errors.setLevel(logging.WARNING)
     errors.setFormatter(JsonFormatter())
@@ -95,7 +136,10 @@ def setup_logging(log_dir: str, max_bytes: int, backups: int, level: int = loggi
 
 
 def record(action: str, event: dict[str, Any], **fields: Any) -> None:
-    """Write one audit line for a state change of `event` (a row with id, callback, attempts, state)."""
+    """Write one audit line for a state change of `event` (a row with id, callback, attempts, state).
+
+    Inside `batch()` the line waits for the end of the batch; otherwise it is written at once.
+    """
     assert action in ACTIONS, action
     line: dict[str, Any] = {
         "time": datetime.now(timezone.utc).isoformat(),
@@ -106,9 +150,24 @@ def record(action: str, event: dict[str, Any], **fields: Any) -> None:
         "state": event.get("state"),
     }
     line.update(fields)
-    _events_logger.info(line)
+    text = _one_line(line)
+    buffer = getattr(_local, "buffer", None)
+    if buffer is not None:
+        buffer.append(text)
+    elif _audit_file is not None:
+        _audit_file.write([text])
 
 
-def record_many(action: str, events: Iterable[dict[str, Any]], **fields: Any) -> None:
-    for event in events:
-        record(action, event, **fields)
+@contextmanager
+def batch() -> Iterator[None]:
+    """Collect this thread's audit lines and write them together when the block ends (even on error)."""
+    if getattr(_local, "buffer", None) is not None:
+        yield  # already inside a batch: the outer one writes
+        return
+    _local.buffer = []
+    try:
+        yield
+    finally:
+        lines, _local.buffer = _local.buffer, None
+        if lines and _audit_file is not None:
+            _audit_file.write(lines)

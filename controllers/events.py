@@ -112,9 +112,10 @@ def create_events(db: Database, items: list[EventCreate], source: str = "api") -
         # A callback was deleted between our lookup and the insert (its DELETE committed while the
         # insert waited on the row): to the client it is simply unknown now.
         raise Invalid("a callback named in the request was deleted meanwhile", {"field": "callback"}) from None
-    for event, created in result:
-        if created:
-            audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"])
+    with audit.batch():
+        for event, created in result:
+            if created:
+                audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"])
     return result
 
 

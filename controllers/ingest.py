@@ -111,10 +111,11 @@ def ingest(db: Database, messages: list[Message], schedules_topic: str) -> Inges
                 )
                 result.rejected += 1
             cur.execute("RELEASE SAVEPOINT message")
-    for event in result.created:
-        audit.record("event_created", event, source="kafka", scheduled_for=event["scheduled_for"])
-    for event in result.cancelled:
-        audit.record("event_cancelled", event, source="kafka")
+    with audit.batch():
+        for event in result.created:
+            audit.record("event_created", event, source="kafka", scheduled_for=event["scheduled_for"])
+        for event in result.cancelled:
+            audit.record("event_cancelled", event, source="kafka")
     return result
 
 

@@ -22,7 +22,7 @@ from metrics import Metrics
 
 log = logging.getLogger("punctual.engine")
 
-MAX_ARMED = 100_000  # a hard bound on timers in memory, whatever the horizon holds
+MAX_ARMED = 50_000  # a hard bound on timers in memory (~1 KB each in APScheduler), whatever the horizon holds
 
 
 class Engine:
@@ -64,9 +64,16 @@ class Engine:
 
     # -- hints and catch-up -------------------------------------------------------------
 
-    def _on_notified(self, ids: set[int]) -> None:
-        rows = attempts.armable(self.db, sorted(ids))
-        self.scheduler.sync(rows, missing=ids - {row["id"] for row in rows})
+    def _on_notified(self, hints: dict[int, dict[str, Any] | None]) -> None:
+        """Arm, move or drop timers from the notifications' hints; read back only ids without one."""
+        rows = [hint for hint in hints.values() if hint is not None]
+        unknown = sorted(event_id for event_id, hint in hints.items() if hint is None)
+        missing: set[int] = set()
+        if unknown:
+            fetched = attempts.armable(self.db, unknown)
+            rows += fetched
+            missing = set(unknown) - {row["id"] for row in fetched}
+        self.scheduler.sync(rows, missing=missing)
         self.metrics.armed.set(self.scheduler.armed_count)
 
     def catch_up(self) -> None:

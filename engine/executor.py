@@ -214,10 +214,12 @@ class Executor:
         with self._lock:
             for row in rows:
                 self._inflight[(row["id"], row["attempts"])] = _Running(row, leased=time.monotonic())
+        with audit.batch():
+            for row in rows:
+                self.metrics.lateness.observe(max((row["started_at"] - row["scheduled_for"]).total_seconds(), 0.0))
+                audit.record("attempt_started", row, worker=self.worker, scheduled_for=row["scheduled_for"],
+                             started_at=row["started_at"])
         for row in rows:
-            self.metrics.lateness.observe(max((row["started_at"] - row["scheduled_for"]).total_seconds(), 0.0))
-            audit.record("attempt_started", row, worker=self.worker, scheduled_for=row["scheduled_for"],
-                         started_at=row["started_at"])
             self._work.put(_Queued((-row["priority"], row["scheduled_for"], next(self._order)), row))
         self.metrics.inflight.set(self.inflight)
 
@@ -440,18 +442,19 @@ class Executor:
     def _write(self, outcomes: list[Outcome]) -> None:
         rows = attempts.record_outcomes(self.db, self.worker, outcomes)
         by_key = {(o.event_id, o.attempt): o for o in outcomes}
-        for row in rows:
-            outcome = by_key.pop((row["id"], row["attempts"]))
-            if row["state"] == "finished":
-                self.metrics.attempts.labels("succeeded").inc()
-                audit.record("attempt_succeeded", row, duration=outcome.duration, result=row["result"])
-            elif row["state"] == "scheduled":
-                self.metrics.attempts.labels("retry").inc()
-                audit.record("attempt_failed", row, duration=outcome.duration, error=row["last_error"],
-                             next_run=row["next_run"])
-            else:
-                self.metrics.attempts.labels("failed").inc()
-                audit.record("event_failed", row, duration=outcome.duration, error=row["last_error"])
+        with audit.batch():
+            for row in rows:
+                outcome = by_key.pop((row["id"], row["attempts"]))
+                if row["state"] == "finished":
+                    self.metrics.attempts.labels("succeeded").inc()
+                    audit.record("attempt_succeeded", row, duration=outcome.duration, result=row["result"])
+                elif row["state"] == "scheduled":
+                    self.metrics.attempts.labels("retry").inc()
+                    audit.record("attempt_failed", row, duration=outcome.duration, error=row["last_error"],
+                                 next_run=row["next_run"])
+                else:
+                    self.metrics.attempts.labels("failed").inc()
+                    audit.record("event_failed", row, duration=outcome.duration, error=row["last_error"])
         for outcome in by_key.values():
             log.warning("outcome of event %s attempt %s not recorded: its lease was lost to another worker",
                         outcome.event_id, outcome.attempt)

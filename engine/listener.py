@@ -14,7 +14,8 @@ import random
 import select
 import threading
 import time
-from typing import Callable
+from datetime import datetime
+from typing import Any, Callable
 
 from db import CONNECTION_ERRORS, Database
 from metrics import Metrics
@@ -37,9 +38,30 @@ def parse_notification(payload: str) -> int | None:
     return None
 
 
+def notification_hint(payload: str) -> dict[str, Any] | None:
+    """What our trigger says of the event (id, state, scheduled_for), or None when it says less.
+
+    A DELETE carries no state: the row is gone, so its timer goes. Anything unexpected yields
+    None, and the caller reads the row instead of trusting the payload.
+    """
+    try:
+        data = json.loads(payload)
+        if data.get("op") == "DELETE":
+            return {"id": data["id"], "state": None, "scheduled_for": None}
+        state, at = data.get("state"), data.get("at")
+        if isinstance(state, str) and isinstance(at, str):
+            when = datetime.fromisoformat(at)
+            if when.tzinfo is not None:
+                return {"id": data["id"], "state": state, "scheduled_for": when}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
 class Listener:
     def __init__(self, db: Database, metrics: Metrics, timeout: float, reconnect_max: float,
-                 on_ids: Callable[[set[int]], None], on_connect: Callable[[], None]) -> None:
+                 on_ids: Callable[[dict[int, dict[str, Any] | None]], None],
+                 on_connect: Callable[[], None]) -> None:
         self.db = db
         self.metrics = metrics
         self.timeout = timeout
@@ -143,11 +165,12 @@ class Listener:
                 with conn.cursor() as cur:
                     cur.execute("SELECT 1")
                 self.last_heartbeat = time.monotonic()
-            ids: set[int] = set()
+            ids: dict[int, dict[str, Any] | None] = {}  # the latest hint per id wins (commit order)
             while conn.notifies:  # also filled by the heartbeat query
-                event_id = parse_notification(conn.notifies.pop(0).payload)
+                payload = conn.notifies.pop(0).payload
+                event_id = parse_notification(payload)
                 if event_id is not None:
-                    ids.add(event_id)
+                    ids[event_id] = notification_hint(payload)
             if ids:
                 try:
                     self._on_ids(ids)

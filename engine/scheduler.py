@@ -20,7 +20,7 @@ log = logging.getLogger("punctual.scheduler")
 
 
 class Scheduler:
-    def __init__(self, horizon_seconds: float, on_due: Callable[[], None], max_armed: int = 100_000) -> None:
+    def __init__(self, horizon_seconds: float, on_due: Callable[[], None], max_armed: int = 50_000) -> None:
         self.horizon = timedelta(seconds=horizon_seconds)
         # A hard bound on timers in memory: a burst of events all due within the horizon must not
         # grow APScheduler's store without limit. Events beyond it are not lost: the sweep claims
