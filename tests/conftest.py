@@ -181,4 +181,4 @@ def kafka_broker(tmp_path):
 def kafka_env(broker) -> dict[str, str]:
     """Environment for an app process that bridges to `broker`."""
     return {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_MAX_POLL_INTERVAL_MS": "3000",
-            "KAFKA_GROUP_ID": "punctual-test"}
+            "KAFKA_GROUP_ID": "punctual-test", "RECONNECT_MAX_SECONDS": "2"}
