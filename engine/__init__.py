@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import audit
 from config import Settings
@@ -38,6 +38,9 @@ class Engine:
         self._sweeper = threading.Thread(target=self._sweep_loop, name="punctual-sweeper", daemon=True)
         self.started = False
         self.last_sweep = 0.0
+        # Called from the listener thread with each batch of changes ({"id", "state", "scheduled_for"};
+        # state None = deleted); used to push live updates (Server-Sent Events). Must return quickly.
+        self.watchers: list[Callable[[list[dict[str, Any]]], None]] = []
 
     def start(self) -> None:
         self.scheduler.start()
@@ -75,6 +78,12 @@ class Engine:
             missing = set(unknown) - {row["id"] for row in fetched}
         self.scheduler.sync(rows, missing=missing)
         self.metrics.armed.set(self.scheduler.armed_count)
+        changes = rows + [{"id": event_id, "state": None, "scheduled_for": None} for event_id in missing]
+        for watcher in list(self.watchers):
+            try:
+                watcher(changes)
+            except Exception:  # noqa: BLE001 - a watcher (e.g. a live page) must never stall the listener
+                log.exception("change watcher failed")
 
     def catch_up(self) -> None:
         """Claim what is due and arm what falls within the horizon, straight from the table."""
