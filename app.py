@@ -45,6 +45,8 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
     metrics = metrics or (engine.metrics if engine else Metrics())
     metrics.watch_states(lambda: {row["state"]: row["n"] for row in
                                   db.query("SELECT state, count(*) AS n FROM events GROUP BY state")})
+    if bridge is not None:
+        metrics.watch_bridge(bridge.health)
     app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine, bridge=bridge)
     http.install(app)
     for blueprint in (callbacks.bp, claims.bp, events.bp, kafka.bp, system.bp):

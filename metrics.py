@@ -32,6 +32,31 @@ class _StateCollector(Collector):
         yield family
 
 
+class _BridgeCollector(Collector):
+    """The Kafka bridge's state, read from it at scrape time."""
+
+    def __init__(self, health: Callable[[], dict]) -> None:
+        self._health = health
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        state = self._health()
+        consumer, outbox = state["consumer"], state["outbox"]
+        values = [
+            ("punctual_kafka_consumer_connected", "1 while the bridge's consumer is connected",
+             1 if consumer["connected"] else 0),
+            ("punctual_kafka_consumer_lag", "Messages on the bridged topics not yet consumed", consumer["lag"]),
+            ("punctual_kafka_ingested_events", "Events made from Kafka messages by this instance",
+             consumer["ingested_events"]),
+            ("punctual_kafka_rejected_messages", "Kafka messages recorded as rejected by this instance",
+             consumer["rejected"]),
+            ("punctual_outbox_pending", "Outcomes waiting in the outbox for the history topic", outbox["pending"]),
+            ("punctual_outbox_sent", "Outbox rows published by this instance", outbox["sent"]),
+        ]
+        for name, documentation, value in values:
+            if value is not None:
+                yield GaugeMetricFamily(name, documentation, value=value)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -56,6 +81,9 @@ class Metrics:
 
     def watch_states(self, count_by_state: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_StateCollector(count_by_state))
+
+    def watch_bridge(self, health: Callable[[], dict]) -> None:
+        self.registry.register(_BridgeCollector(health))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -39,6 +39,7 @@ class AlertConsumer:
         self.rejected = 0
         self.duplicates = 0
         self.lag: int | None = None
+        self._lag_measured = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -128,6 +129,11 @@ class AlertConsumer:
             log.warning("offset commit failed after a rebalance (%s); redelivery will be deduplicated", exc)
 
     def _measure_lag(self, consumer: KafkaConsumer) -> None:
+        """Lag = end offsets minus our positions; asked of the broker at most every 5 s."""
+        now = time.monotonic()
+        if now - self._lag_measured < 5:
+            return
+        self._lag_measured = now
         try:
             assigned = consumer.assignment()
             if not assigned:

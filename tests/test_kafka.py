@@ -179,3 +179,32 @@ def test_post_alerts_answers_503_when_kafka_is_not_configured(client):
     answer = client.post("/alerts", json={"message": "hello"})
     assert answer.status_code == 503
     assert answer.json["error"]["code"] == "unavailable"
+
+
+def test_a_kafka_callback_produces_its_payload_with_key_and_headers_and_a_broker_error_is_a_retried_attempt(
+        kafka_broker, start_app, db_url):
+    app = start_app(**kafka_env(kafka_broker))
+    created = requests.post(app.url + "/callbacks", json={"name": "Publish", "kind": "kafka", "target": "fired",
+                                                          "config": {"headers": {"team": "ops"}}}, timeout=5)
+    assert created.status_code == 201, created.text
+    event = requests.post(app.url + "/events", json={
+        "callback": "Publish", "payload": {"value": {"order": 7}, "key": "order-7", "headers": {"kind": "paid"}}},
+        timeout=5).json()
+    message = kafka_broker.read_all("fired", expect=1, timeout=30)[0]
+    assert message.key == b"order-7" and json.loads(message.value) == {"order": 7}
+    headers = {name: value.decode() for name, value in message.headers}
+    assert headers["team"] == "ops" and headers["kind"] == "paid"
+    assert headers["punctual-event-id"] == str(event["id"]) and headers["punctual-attempt"] == "1"
+    done = wait_for(lambda: (r := requests.get(f"{app.url}/events/{event['id']}", timeout=5).json())["state"]
+                    == "finished" and r, 20)
+    assert done["result"]["topic"] == "fired"
+
+    metrics = requests.get(app.url + "/metrics", timeout=5).text
+    assert "punctual_kafka_consumer_connected 1.0" in metrics and "punctual_outbox_pending" in metrics
+
+    kafka_broker.stop()
+    failing = requests.post(app.url + "/events", json={"callback": "Publish", "payload": {"value": "x"},
+                                                       "max_attempts": 2}, timeout=5).json()
+    failed = wait_for(lambda: (r := requests.get(f"{app.url}/events/{failing['id']}", timeout=5).json())["state"]
+                      == "failed" and r, 90, 0.5, "both attempts to fail while the broker is down")
+    assert failed["attempts"] == 2 and "Kafka did not acknowledge" in failed["last_error"]
