@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup bench clean
+.PHONY: run test setup bench compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# Punctual vs PgQueuer and Procrastinate in one run (peers go into bench/.venv-peers); about 15 minutes.
+compare: setup
+	$(BIN)/python bench/compare.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
