@@ -25,7 +25,8 @@ from engine.kinds import kafka as kafka_kind
 from engine.kinds import python as python_handlers
 from errors import Unavailable
 from metrics import Metrics
-from routes import Services, callbacks, claims, events, http, kafka, system
+from routes import Services, callbacks, claims, events, http, kafka, stream, system
+from streams import Broadcaster
 
 log = logging.getLogger("punctual")
 
@@ -49,7 +50,7 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
         metrics.watch_bridge(bridge.health)
     app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine, bridge=bridge)
     http.install(app)
-    for blueprint in (callbacks.bp, claims.bp, events.bp, kafka.bp, system.bp):
+    for blueprint in (callbacks.bp, claims.bp, events.bp, kafka.bp, stream.bp, system.bp):
         app.register_api(blueprint)
     return app
 
@@ -99,6 +100,8 @@ def main() -> int:
 
     metrics = Metrics()
     engine = Engine(db, settings, metrics)
+    # Live pages (GET /stream): each open stream holds an HTTP thread, so at most half of them.
+    engine.watchers.append(Broadcaster(max_subscribers=min(8, max(1, settings.http_threads // 2))))
     bridge = Bridge(db, settings, on_created=engine.executor.wake) if settings.kafka_enabled else None
     if bridge is not None:
         kafka_kind.use_producer(bridge.producer)

@@ -1,0 +1,983 @@
+// Punctual's web client: one module, no build step, no dependencies.
+// Rules kept throughout: user-supplied text is only ever set with textContent (never innerHTML);
+// times are shown in the person's zone with UTC on hover; the page learns *which* events changed
+// from the server's Server-Sent Events stream (/stream) and fetches only the rows it shows.
+
+const $ = (id) => document.getElementById(id);
+const STATES = ["scheduled", "running", "finished", "failed", "cancelled"];
+const PAGE = 50;
+
+/** Build an element; children are nodes or strings (strings become text nodes, never markup). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+// ---------------------------------------------------------------------------------------------
+// API: JSON in and out, the token asked once (kept in sessionStorage), errors as readable text.
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const error = body && body.error;
+    super(error ? error.message : `the server answered ${status}`);
+    this.status = status;
+    this.code = error ? error.code : "http_" + status;
+    this.details = error ? error.details : {};
+  }
+}
+
+const TOKEN_KEY = "punctual.token";
+let tokenPrompt = null;
+
+function askToken() {
+  if (tokenPrompt) return tokenPrompt;
+  tokenPrompt = new Promise((resolve, reject) => {
+    const dialog = $("token-dialog");
+    const input = $("t-token");
+    input.value = "";
+    const done = (token) => {
+      dialog.close();
+      cleanup();
+      tokenPrompt = null;
+      if (token) { sessionStorage.setItem(TOKEN_KEY, token); resolve(token); }
+      else reject(new ApiError(401, { error: { code: "unauthorized", message: "a token is needed to change things here" } }));
+    };
+    const onSubmit = (e) => { e.preventDefault(); done(input.value.trim()); };
+    const onCancel = () => done(null);
+    const cleanup = () => {
+      $("token-form").removeEventListener("submit", onSubmit);
+      $("t-cancel").removeEventListener("click", onCancel);
+      dialog.removeEventListener("cancel", onCancel);
+    };
+    $("token-form").addEventListener("submit", onSubmit);
+    $("t-cancel").addEventListener("click", onCancel);
+    dialog.addEventListener("cancel", onCancel);
+    dialog.showModal();
+    input.focus();
+  });
+  return tokenPrompt;
+}
+
+async function api(method, path, body) {
+  for (let round = 0; round < 3; round++) {
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (err) {
+      throw new ApiError(0, { error: { code: "offline", message: "the server cannot be reached; is Punctual running?" } });
+    }
+    if (response.status === 401 && method !== "GET") {
+      if (token) sessionStorage.removeItem(TOKEN_KEY);
+      await askToken();
+      continue;
+    }
+    const text = await response.text();
+    let data = null;
+    if (text) { try { data = JSON.parse(text); } catch { data = null; } }
+    if (!response.ok) throw new ApiError(response.status, data);
+    return { status: response.status, data };
+  }
+  throw new ApiError(401, { error: { code: "unauthorized", message: "the token was refused" } });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Times: shown in the person's zone, UTC on hover; sent with the person's offset.
+
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+const fmtTime = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const fmtDateTime = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const fmtYear = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const fmtMinute = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const fmtFull = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+
+function utcText(date) { return date.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC"); }
+
+/** A <time> element: local time as text, UTC in the tooltip. */
+function timeEl(iso, full = false) {
+  if (!iso) return el("span", { class: "muted", text: "—" });
+  const date = new Date(iso);
+  const today = new Date();
+  const sameDay = date.toDateString() === today.toDateString();
+  const format = full ? fmtFull : sameDay ? fmtTime : date.getFullYear() === today.getFullYear() ? fmtDateTime : fmtYear;
+  const text = format.format(date);
+  return el("time", { datetime: date.toISOString(), title: utcText(date), text });
+}
+
+function offsetOf(date) {
+  const minutes = -date.getTimezoneOffset();
+  const sign = minutes >= 0 ? "+" : "-";
+  const abs = Math.abs(minutes);
+  return `${sign}${String(Math.floor(abs / 60)).padStart(2, "0")}:${String(abs % 60).padStart(2, "0")}`;
+}
+
+/** "2030-01-01T09:00" from a datetime-local input -> "2030-01-01T09:00:00+01:00" (the offset of that day). */
+function localToIso(value) {
+  if (!value) return null;
+  const withSeconds = value.length === 16 ? value + ":00" : value;
+  const date = new Date(withSeconds);
+  if (Number.isNaN(date.getTime())) return null;
+  return withSeconds + offsetOf(date);
+}
+
+function isoToLocalInput(iso) {
+  const d = new Date(iso);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+const ISO_WITH_OFFSET = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$/i;
+const ISO_NAIVE = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$/;
+
+/** The schedule form's "When": empty/"now", or ISO 8601 with an offset. {iso, error, note} */
+function parseWhen(text) {
+  const value = text.trim();
+  if (!value || value.toLowerCase() === "now") return { iso: null, note: "Runs as soon as it is scheduled." };
+  if (ISO_NAIVE.test(value)) {
+    const example = (value.length === 10 ? value + "T09:00:00" : value.replace(" ", "T")) + offsetOf(new Date(value.length === 10 ? value + "T09:00" : value.replace(" ", "T")));
+    return { error: `This time has no UTC offset, so it is ambiguous. Add one (Z or ±hh:mm), e.g. ${example} for your zone (${ZONE}), or use the picker.` };
+  }
+  if (!ISO_WITH_OFFSET.test(value)) return { error: "Not a time Punctual understands: use ISO 8601 with an offset, e.g. 2030-01-01T09:00:00+01:00, or the picker." };
+  const date = new Date(value.replace(" ", "T"));
+  if (Number.isNaN(date.getTime())) return { error: "This date does not exist." };
+  const local = fmtFull.format(date);
+  if (date.getTime() < Date.now() - 1000) return { iso: value.replace(" ", "T"), note: `${local}: in the past, so it runs at once.` };
+  return { iso: value.replace(" ", "T"), note: `${local} (${utcText(date)}).` };
+}
+
+/** A JSON object from a text area, or a readable reason why not. */
+function parseObject(text) {
+  const value = text.trim();
+  if (!value) return { value: {} };
+  try {
+    const parsed = JSON.parse(value);
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      return { error: "The payload must be a JSON object, in { braces }." };
+    }
+    return { value: parsed };
+  } catch (err) {
+    let where = "";
+    const match = /position (\d+)/.exec(err.message);
+    if (match) {
+      const before = value.slice(0, Number(match[1]));
+      const line = before.split("\n").length;
+      const column = before.length - before.lastIndexOf("\n");
+      where = `line ${line}, column ${column}: `;
+    }
+    const reason = err.message.replace(/^JSON\.parse: /, "").replace(/ in JSON at position \d+.*$/, "").replace(/\s*\(line \d+ column \d+\)$/, "");
+    return { error: `Not valid JSON (${where}${reason}).` };
+  }
+}
+
+function preview(value, max = 80) {
+  const text = JSON.stringify(value);
+  if (text === undefined) return "";
+  return text.length > max ? text.slice(0, max - 1) + "…" : text;
+}
+
+function badge(state) { return el("span", { class: `badge s-${state}`, text: state }); }
+
+function showNotice(text) {
+  const notice = $("notice");
+  notice.textContent = text || "";
+  notice.hidden = !text;
+}
+
+function say(node, text, kind = "") {
+  node.textContent = text || "";
+  node.className = "form-msg" + (kind ? " " + kind : "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live updates: one EventSource; a poll fallback when the server refuses it (too many pages open).
+
+const live = {
+  source: null,
+  listeners: [],
+  onChanges(fn) { this.listeners.push(fn); },
+  resyncers: [],
+  onResync(fn) { this.resyncers.push(fn); },
+  fallback: null,
+  connected: false,
+};
+
+function setLive(text, kind) {
+  $("live-text").textContent = text;
+  $("live").className = "live " + kind;
+}
+
+function connectLive() {
+  if (live.source) live.source.close();
+  const source = new EventSource("/stream");
+  live.source = source;
+  source.addEventListener("hello", () => {
+    setLive("live", "on");
+    if (live.fallback) { clearInterval(live.fallback); live.fallback = null; }
+    if (live.connected) live.resyncers.forEach((fn) => fn());  // a reconnect: whatever changed while away
+    live.connected = true;
+  });
+  source.addEventListener("changes", (e) => {
+    let changes;
+    try { changes = JSON.parse(e.data); } catch { return; }
+    live.listeners.forEach((fn) => fn(changes));
+  });
+  source.addEventListener("resync", () => live.resyncers.forEach((fn) => fn()));
+  source.addEventListener("bye", () => setLive("server restarting…", "wait"));
+  source.addEventListener("unavailable", () => {  // an API-only process: poll
+    source.close();
+    setLive("polling every 5 s", "wait");
+    if (!live.fallback) live.fallback = setInterval(() => live.resyncers.forEach((fn) => fn()), 5000);
+  });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused (e.g. 503: too many live pages): poll now and then, try the stream again later.
+      setLive("polling every 5 s", "wait");
+      if (!live.fallback) live.fallback = setInterval(() => live.resyncers.forEach((fn) => fn()), 5000);
+      setTimeout(connectLive, 15000);
+    } else {
+      setLive("reconnecting…", "wait");
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Callbacks (shared by the pickers, the filters and the callbacks page).
+
+let callbacks = [];
+
+async function loadCallbacks() {
+  const { data } = await api("GET", "/callbacks");
+  callbacks = data.callbacks;
+  fillCallbackPickers();
+  renderCallbacks();
+}
+
+function fillCallbackPickers() {
+  const pick = $("s-callback");
+  const current = pick.value;
+  pick.replaceChildren(...callbacks.map((c) => el("option", { value: c.name, text: `${c.name} (${c.kind})` })));
+  if (callbacks.some((c) => c.name === current)) pick.value = current;
+  const filter = $("f-callback");
+  const chosen = filter.value;
+  filter.replaceChildren(el("option", { value: "", text: "any" }), ...callbacks.map((c) => el("option", { value: c.name, text: c.name })));
+  filter.value = chosen;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events: the live table, counts, chart, detail.
+
+const table = {
+  rows: new Map(),       // id -> event shown
+  nodes: new Map(),      // id -> <tr>
+  cursor: null,          // next_cursor of the last page loaded
+  size: PAGE,            // how many rows the person asked to see
+  loading: null,
+};
+
+function filters() {
+  return {
+    state: $("f-state").value || null,
+    callback: $("f-callback").value || null,
+    after: localToIso($("f-after").value),
+    before: localToIso($("f-before").value),
+  };
+}
+
+function matches(event, f = filters()) {
+  if (f.state && event.state !== f.state) return false;
+  if (f.callback && event.callback !== f.callback) return false;
+  const at = new Date(event.scheduled_for).getTime();
+  if (f.after && at < new Date(f.after).getTime()) return false;
+  if (f.before && at >= new Date(f.before).getTime()) return false;
+  return true;
+}
+
+function listQuery(limit, cursor) {
+  const f = filters();
+  const params = new URLSearchParams({ limit: String(limit) });
+  if (f.state) params.set("state", f.state);
+  if (f.callback) params.set("callback", f.callback);
+  if (f.after) params.set("scheduled_after", f.after);
+  if (f.before) params.set("scheduled_before", f.before);
+  if (cursor) params.set("cursor", String(cursor));
+  return "/events?" + params.toString();
+}
+
+async function refreshList() {
+  const run = (async () => {
+    const { data } = await api("GET", listQuery(Math.min(table.size, 1000)));
+    table.rows = new Map(data.events.map((e) => [e.id, e]));
+    table.cursor = data.next_cursor;
+    renderTable();
+  })();
+  table.loading = run;
+  try { await run; showNotice(""); } catch (err) { showNotice("Could not load events: " + err.message); }
+}
+
+async function loadOlder() {
+  if (!table.cursor) return;
+  const { data } = await api("GET", listQuery(PAGE, table.cursor));
+  for (const e of data.events) table.rows.set(e.id, e);
+  table.cursor = data.next_cursor;
+  table.size = table.rows.size;
+  renderTable();
+}
+
+function upsert(event) {
+  if (matches(event)) table.rows.set(event.id, event);
+  else table.rows.delete(event.id);
+}
+
+function sortedRows() { return [...table.rows.values()].sort((a, b) => b.id - a.id); }
+
+function rowCells(event) {
+  return [
+    el("td", { class: "num", text: String(event.id) }),
+    el("td", { class: "cb", text: event.callback }),
+    el("td", { class: "state" }, badge(event.state)),
+    el("td", { class: "when" }, timeEl(event.scheduled_for)),
+    el("td", { class: "opt num", text: `${event.attempts}/${event.max_attempts}` }),
+    el("td", { class: "opt payload", text: preview(event.payload) }),
+  ];
+}
+
+function renderTable() {
+  let rows = sortedRows();
+  if (rows.length > table.size) {  // keep the page its size: drop the oldest
+    for (const e of rows.slice(table.size)) table.rows.delete(e.id);
+    rows = rows.slice(0, table.size);
+    table.cursor = rows.length ? rows[rows.length - 1].id : null;
+  }
+  const body = $("events-body");
+  const keep = new Set(rows.map((e) => e.id));
+  for (const [id, node] of table.nodes) if (!keep.has(id)) { node.remove(); table.nodes.delete(id); }
+  let position = body.firstElementChild;
+  for (const event of rows) {
+    let node = table.nodes.get(event.id);
+    const key = `${event.state}|${event.updated_at}|${event.scheduled_for}|${event.attempts}`;
+    if (!node) {
+      node = el("tr", { tabindex: "0", "data-id": event.id, "aria-label": `Event ${event.id}, ${event.callback}, ${event.state}` });
+      node.addEventListener("click", () => openDetail(event.id));
+      node.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openDetail(event.id); }
+        else if (e.key === "ArrowDown" && node.nextElementSibling) { e.preventDefault(); node.nextElementSibling.focus(); }
+        else if (e.key === "ArrowUp" && node.previousElementSibling) { e.preventDefault(); node.previousElementSibling.focus(); }
+      });
+      table.nodes.set(event.id, node);
+    }
+    if (node.dataset.key !== key) {
+      const fresh = node.dataset.key !== undefined;
+      node.dataset.key = key;
+      node.dataset.state = event.state;
+      node.setAttribute("aria-label", `Event ${event.id}, ${event.callback}, ${event.state}`);
+      node.replaceChildren(...rowCells(event));
+      if (fresh) { node.classList.remove("flash"); void node.offsetWidth; node.classList.add("flash"); }
+    }
+    if (node !== position) body.insertBefore(node, position);
+    else position = position.nextElementSibling;
+  }
+  $("events-empty").hidden = rows.length > 0;
+  $("more").hidden = !table.cursor;
+  $("list-info").textContent = rows.length ? `${rows.length} shown, newest first` : "";
+}
+
+// Changes pushed by the server: fetch the few rows that matter, or the page when many changed.
+const pending = new Map();
+let flushTimer = null;
+
+function onChanges(changes) {
+  for (const change of changes) pending.set(change.id, change);
+  if (!flushTimer) flushTimer = setTimeout(flushChanges, 100);
+  scheduleStats();
+}
+
+async function flushChanges() {
+  flushTimer = null;
+  const changes = [...pending.values()];
+  pending.clear();
+  const shown = sortedRows();
+  const newest = shown.length ? shown[0].id : 0;
+  const full = shown.length >= table.size;
+  const f = filters();
+  const wanted = [];
+  for (const change of changes) {
+    if (change.state === null) { table.rows.delete(change.id); continue; }
+    const known = table.rows.has(change.id);
+    const couldShow = (!f.state || change.state === f.state) && (change.id > newest || !full);
+    if (known || couldShow) wanted.push(change.id);
+  }
+  if (wanted.length > 25) { await refreshList(); refreshDetailIf(changes); return; }
+  const results = await Promise.allSettled(wanted.map((id) => api("GET", `/events/${id}`)));
+  results.forEach((result, i) => {
+    if (result.status === "fulfilled") upsert(result.value.data);
+    else if (result.reason && result.reason.status === 404) table.rows.delete(wanted[i]);
+  });
+  renderTable();
+  refreshDetailIf(changes);
+}
+
+// Counts and chart: read at most once a second while things change, and every 30 s anyway.
+let statsTimer = null;
+let statsLast = 0;
+function scheduleStats() {
+  if (statsTimer) return;
+  const wait = Math.max(0, 1000 - (Date.now() - statsLast));
+  statsTimer = setTimeout(() => { statsTimer = null; loadStats(); }, wait);
+}
+
+async function loadStats() {
+  statsLast = Date.now();
+  try {
+    const { data } = await api("GET", "/stats");
+    renderCounts(data.counts);
+    renderChart(data.per_minute, data.now);
+  } catch (err) { /* the table shows the error; counts wait for the next round */ }
+}
+
+function renderCounts(counts) {
+  const box = $("counts");
+  const active = $("f-state").value;
+  const total = STATES.reduce((sum, s) => sum + (counts[s] || 0), 0);
+  const chip = (state, label, n) => el("button", {
+    type: "button", class: `chip ${state ? "s-" + state : "all"}`, "aria-pressed": String(active === state),
+    "data-state": state || "all",
+    onclick: () => { $("f-state").value = state; onFilter(); },
+  }, el("span", { class: "chip-n", text: n.toLocaleString() }), el("span", { class: "chip-l", text: label }));
+  box.replaceChildren(chip("", "all", total), ...STATES.map((s) => chip(s, s, counts[s] || 0)));
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+function renderChart(perMinute, nowIso) {
+  const now = new Date(nowIso);
+  const start = Math.floor(now.getTime() / 60000) * 60000 - 59 * 60000;
+  const buckets = Array.from({ length: 60 }, (_, i) => ({ t: start + i * 60000, finished: 0, failed: 0, cancelled: 0 }));
+  for (const row of perMinute) {
+    const i = Math.round((new Date(row.minute).getTime() - start) / 60000);
+    if (i >= 0 && i < 60) Object.assign(buckets[i], { finished: row.finished, failed: row.failed, cancelled: row.cancelled });
+  }
+  const max = Math.max(1, ...buckets.map((b) => b.finished + b.failed + b.cancelled));
+  const W = 600, H = 90, bw = W / 60;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H + 16}`, role: "img", preserveAspectRatio: "none", class: "chart-svg" });
+  const totals = buckets.reduce((a, b) => ({ finished: a.finished + b.finished, failed: a.failed + b.failed, cancelled: a.cancelled + b.cancelled }), { finished: 0, failed: 0, cancelled: 0 });
+  root.setAttribute("aria-label", `Last hour: ${totals.finished} finished, ${totals.failed} failed, ${totals.cancelled} cancelled; busiest minute ${max}.`);
+  root.append(svg("line", { x1: 0, y1: H, x2: W, y2: H, class: "axis" }));
+  buckets.forEach((b, i) => {
+    const g = svg("g");
+    const title = svg("title");
+    title.textContent = `${fmtMinute.format(new Date(b.t))}: ${b.finished} finished, ${b.failed} failed, ${b.cancelled} cancelled`;
+    g.append(title);
+    let y = H;
+    for (const kind of ["finished", "failed", "cancelled"]) {
+      if (!b[kind]) continue;
+      const h = Math.max(1.5, (b[kind] / max) * (H - 4));
+      y -= h;
+      g.append(svg("rect", { x: i * bw + 1, y, width: bw - 2, height: h, class: kind }));
+    }
+    g.append(svg("rect", { x: i * bw, y: 0, width: bw, height: H, class: "hit" }));
+    root.append(g);
+  });
+  const label = (x, text, anchor) => { const t = svg("text", { x, y: H + 13, "text-anchor": anchor, class: "tick" }); t.textContent = text; return t; };
+  root.append(label(0, fmtMinute.format(new Date(start)), "start"), label(W, "now", "end"));
+  const top = svg("text", { x: 2, y: 10, class: "tick" }); top.textContent = `${max}/min`;
+  root.append(top);
+  $("chart").replaceChildren(root);
+}
+
+function onFilter() {
+  table.size = PAGE;
+  table.rows.clear();
+  refreshList();
+  loadStats();
+}
+
+// Detail dialog.
+let detailId = null;
+
+async function openDetail(id) {
+  detailId = id;
+  say($("d-msg"), "");
+  try {
+    const { data } = await api("GET", `/events/${id}`);
+    renderDetail(data);
+    if (!$("detail").open) $("detail").showModal();
+  } catch (err) {
+    showNotice(`Could not open event ${id}: ${err.message}`);
+  }
+}
+
+function refreshDetailIf(changes) {
+  if (detailId === null || !$("detail").open) return;
+  const change = changes.find((c) => c.id === detailId);
+  if (!change) return;
+  if (change.state === null) { say($("d-msg"), "This event was deleted.", "warn"); return; }
+  api("GET", `/events/${detailId}`).then(({ data }) => renderDetail(data)).catch(() => {});
+}
+
+function renderDetail(e) {
+  $("d-title").replaceChildren(`Event ${e.id} `, badge(e.state));
+  const fact = (name, value) => [el("dt", { text: name }), el("dd", {}, value)];
+  const facts = [
+    ...fact("Callback", e.callback),
+    ...fact("Scheduled for", timeEl(e.scheduled_for, true)),
+    ...fact("Attempts", `${e.attempts} of ${e.max_attempts}`),
+    ...fact("Priority", String(e.priority)),
+    ...fact("Source", e.source),
+    ...fact("Created", timeEl(e.created_at, true)),
+  ];
+  if (e.started_at) facts.push(...fact("Started", timeEl(e.started_at, true)));
+  if (e.finished_at) facts.push(...fact("Finished", timeEl(e.finished_at, true)));
+  if (e.worker) facts.push(...fact("Worker", e.worker));
+  if (e.lease_until && e.state === "running") facts.push(...fact("Lease until", timeEl(e.lease_until, true)));
+  if (e.idempotency_key) facts.push(...fact("Idempotency key", e.idempotency_key));
+  $("d-facts").replaceChildren(...facts);
+  $("d-payload").textContent = JSON.stringify(e.payload, null, 2);
+  const outcome = [];
+  if (e.result !== null && e.result !== undefined) outcome.push(el("h3", { text: "Result" }), el("pre", { text: JSON.stringify(e.result, null, 2) }));
+  if (e.last_error) outcome.push(el("h3", { text: "Last error" }), el("pre", { class: "error", text: e.last_error }));
+  $("d-outcome").replaceChildren(...outcome);
+  $("d-history").replaceChildren(...(e.history || []).map((h) => el("li", { class: `s-${h.state}` },
+    el("span", { class: "t" }, timeEl(h.at)), " ", badge(h.state),
+    h.attempt ? el("span", { class: "muted", text: ` attempt ${h.attempt}` }) : null,
+    h.worker ? el("span", { class: "muted", text: ` · ${h.worker}` }) : null,
+    h.error ? el("div", { class: "error", text: h.error }) : null)));
+  $("d-cancel").hidden = e.state !== "scheduled";
+  $("d-retry").hidden = !["failed", "cancelled"].includes(e.state);
+  $("d-resched-wrap").hidden = e.state !== "scheduled";
+  $("d-delete").hidden = e.state === "running";
+  if (e.state === "scheduled" && document.activeElement !== $("d-resched")) $("d-resched").value = isoToLocalInput(e.scheduled_for);
+  upsert(e);
+  renderTable();
+}
+
+async function detailAction(method, suffix, body, done) {
+  const id = detailId;
+  say($("d-msg"), "Working…");
+  try {
+    const { data } = await api(method, `/events/${id}${suffix}`, body);
+    say($("d-msg"), done, "ok");
+    if (method === "DELETE") { table.rows.delete(id); renderTable(); $("detail").close(); return; }
+    renderDetail(data);
+  } catch (err) {
+    say($("d-msg"), `Refused: ${err.message}`, "bad");
+  }
+}
+
+let deleteArmed = null;
+function setupDetail() {
+  $("d-cancel").addEventListener("click", () => detailAction("POST", "/cancel", undefined, "Cancelled."));
+  $("d-retry").addEventListener("click", () => detailAction("POST", "/retry", undefined, "Scheduled again."));
+  $("d-resched-btn").addEventListener("click", () => {
+    const iso = localToIso($("d-resched").value);
+    if (!iso) { say($("d-msg"), "Pick a date and time first.", "bad"); return; }
+    detailAction("PATCH", "", { scheduled_for: iso }, "Rescheduled.");
+  });
+  $("d-delete").addEventListener("click", () => {
+    const button = $("d-delete");
+    if (deleteArmed) {
+      clearTimeout(deleteArmed); deleteArmed = null; button.textContent = "Delete";
+      detailAction("DELETE", "", undefined, "Deleted.");
+      return;
+    }
+    button.textContent = "Really delete?";
+    deleteArmed = setTimeout(() => { deleteArmed = null; button.textContent = "Delete"; }, 4000);
+  });
+  $("detail").addEventListener("close", () => { detailId = null; });
+}
+
+// Schedule form.
+function checkPayload() {
+  const result = parseObject($("s-payload").value);
+  const msg = $("s-payload-msg");
+  msg.textContent = result.error || "Valid JSON object.";
+  msg.className = "field-msg " + (result.error ? "bad" : "ok");
+  $("s-payload").setAttribute("aria-invalid", String(Boolean(result.error)));
+  return result;
+}
+
+function checkWhen() {
+  const result = parseWhen($("s-when").value);
+  const msg = $("s-when-msg");
+  msg.textContent = result.error || result.note || "";
+  msg.className = "field-msg " + (result.error ? "bad" : "hint");
+  $("s-when").setAttribute("aria-invalid", String(Boolean(result.error)));
+  return result;
+}
+
+function setupSchedule() {
+  $("s-payload").addEventListener("input", checkPayload);
+  $("s-when").addEventListener("input", checkWhen);
+  $("s-when").placeholder = `now, or 2030-01-01T09:00:00${offsetOf(new Date())}`;
+  $("s-when-pick").addEventListener("change", () => {
+    const iso = localToIso($("s-when-pick").value);
+    if (iso) { $("s-when").value = iso; checkWhen(); }
+  });
+  checkWhen();
+  $("schedule").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const result = $("s-result");
+    const payload = checkPayload();
+    const when = checkWhen();
+    if (payload.error) { say(result, "Nothing was scheduled: fix the payload first.", "bad"); $("s-payload").focus(); return; }
+    if (when.error) { say(result, "Nothing was scheduled: fix the time first.", "bad"); $("s-when").focus(); return; }
+    const body = { callback: $("s-callback").value, payload: payload.value };
+    if (!body.callback) { say(result, "Pick a callback (create one on the Callbacks page).", "bad"); return; }
+    if (when.iso) body.scheduled_for = when.iso;
+    const priority = $("s-priority").value.trim();
+    if (priority) body.priority = Number(priority);
+    const attempts = $("s-attempts").value.trim();
+    if (attempts) body.max_attempts = Number(attempts);
+    $("s-submit").disabled = true;
+    try {
+      const { data } = await api("POST", "/events", body);
+      upsert(data);
+      renderTable();
+      say(result, "", "ok");
+      result.append(`Scheduled event #${data.id} for `, timeEl(data.scheduled_for, true), ".");
+      const row = table.nodes.get(data.id);
+      if (row) { row.classList.remove("flash"); void row.offsetWidth; row.classList.add("flash"); }
+    } catch (err) {
+      say(result, `Not scheduled: ${err.message}`, "bad");
+    } finally {
+      $("s-submit").disabled = false;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Callbacks page.
+
+const KIND_HELP = {
+  python: { label: "Handler", hint: "A handler registered in code: add, subtract, multiply, divide, noop, or one of yours.", config: "Usually {}." },
+  webhook: { label: "URL", hint: "An http(s) URL; its host must be in WEBHOOK_ALLOWED_HOSTS.", config: 'e.g. {"headers": {"X-Team": "ops"}}' },
+  kafka: { label: "Topic", hint: "The Kafka topic to produce to; key and headers come from the payload.", config: 'e.g. {"key": "orders"}' },
+  manual: { label: "", hint: "", config: "Usually {}. People or workers claim these events through the API or the alert desk." },
+};
+
+function syncKind() {
+  const kind = $("cb-kind").value;
+  const help = KIND_HELP[kind];
+  $("cb-target-wrap").hidden = kind === "manual";
+  $("cb-target-label").textContent = help.label;
+  $("cb-target-hint").textContent = help.hint;
+  $("cb-target").type = kind === "webhook" ? "url" : "text";
+  $("cb-timeout-label").textContent = kind === "manual" ? "Lease (s)" : "Timeout (s)";
+  $("cb-config-msg").textContent = help.config;
+  $("cb-config-msg").className = "field-msg hint";
+}
+
+function renderCallbacks() {
+  const body = $("callbacks-body");
+  body.replaceChildren(...callbacks.map((c) => {
+    let armed = null;
+    const del = el("button", { type: "button", class: "ghost danger", "aria-label": `Delete ${c.name}`, text: "Delete" });
+    del.addEventListener("click", async () => {
+      if (!armed) { del.textContent = "Really?"; armed = setTimeout(() => { armed = null; del.textContent = "Delete"; }, 4000); return; }
+      clearTimeout(armed);
+      try {
+        await api("DELETE", `/callbacks/${c.id}`);
+        say($("cb-result"), `Deleted ${c.name}.`, "ok");
+        await loadCallbacks();
+      } catch (err) { say($("cb-result"), `Not deleted: ${err.message}`, "bad"); del.textContent = "Delete"; armed = null; }
+    });
+    const edit = el("button", { type: "button", class: "ghost", "aria-label": `Edit ${c.name}`, text: "Edit", onclick: () => editCallback(c) });
+    return el("tr", { "data-name": c.name },
+      el("td", { class: "cb", text: c.name }), el("td", {}, el("span", { class: "kind", text: c.kind })),
+      el("td", { class: "target", text: c.target || "—" }),
+      el("td", { class: "opt num", text: `${c.timeout_seconds} s` }), el("td", { class: "opt num", text: String(c.max_attempts) }),
+      el("td", { class: "row-actions" }, edit, del));
+  }));
+}
+
+function editCallback(c) {
+  $("cb-id").value = c ? String(c.id) : "";
+  $("cb-name").value = c ? c.name : "";
+  $("cb-kind").value = c ? c.kind : "python";
+  $("cb-target").value = c ? c.target : "";
+  $("cb-timeout").value = c ? String(c.timeout_seconds) : "";
+  $("cb-attempts").value = c ? String(c.max_attempts) : "";
+  $("cb-config").value = c ? JSON.stringify(c.config, null, 2) : "{}";
+  $("cb-form-title").textContent = c ? `Edit ${c.name}` : "New callback";
+  $("cb-submit").textContent = c ? "Save" : "Create";
+  $("cb-cancel").hidden = !c;
+  say($("cb-result"), "");
+  syncKind();
+  if (c) $("cb-name").focus();
+}
+
+function setupCallbacks() {
+  $("cb-kind").addEventListener("change", syncKind);
+  $("cb-cancel").addEventListener("click", () => editCallback(null));
+  $("cb-config").addEventListener("input", () => {
+    const r = parseObject($("cb-config").value);
+    $("cb-config-msg").textContent = r.error ? r.error.replace("payload", "config") : KIND_HELP[$("cb-kind").value].config;
+    $("cb-config-msg").className = "field-msg " + (r.error ? "bad" : "hint");
+  });
+  syncKind();
+  $("cb-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const id = $("cb-id").value;
+    const config = parseObject($("cb-config").value);
+    if (config.error) { say($("cb-result"), "Fix the config first: " + config.error.replace("payload", "config"), "bad"); return; }
+    const kind = $("cb-kind").value;
+    const body = { name: $("cb-name").value.trim(), kind, target: kind === "manual" ? "" : $("cb-target").value.trim(), config: config.value };
+    if (!body.name) { say($("cb-result"), "A callback needs a name.", "bad"); $("cb-name").focus(); return; }
+    const timeout = $("cb-timeout").value.trim();
+    if (timeout) body.timeout_seconds = Number(timeout);
+    const attempts = $("cb-attempts").value.trim();
+    if (attempts) body.max_attempts = Number(attempts);
+    try {
+      if (id) await api("PATCH", `/callbacks/${id}`, body);
+      else await api("POST", "/callbacks", body);
+      say($("cb-result"), id ? `Saved ${body.name}.` : `Created ${body.name}.`, "ok");
+      editCallback(null);
+      say($("cb-result"), id ? `Saved ${body.name}.` : `Created ${body.name}.`, "ok");
+      await loadCallbacks();
+    } catch (err) { say($("cb-result"), `Not saved: ${err.message}`, "bad"); }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alert desk: claim the next alert under a lease, count it down, resolve / more time / log out.
+
+const DESK_NAME = "punctual.desk.name";
+const DESK_LEASE = "punctual.desk.lease";
+const ALERT_CALLBACK = "Alert";
+const desk = { name: null, mode: "off", held: null, deadline: 0, total: 0, claiming: false, poll: null, tick: null };
+
+function deskShow(mode) {
+  desk.mode = mode;
+  $("desk-login").hidden = mode !== "off";
+  $("desk-on").hidden = mode === "off";
+  $("desk-idle").hidden = mode !== "idle";
+  $("desk-expired").hidden = mode !== "expired";
+  $("desk-alert").hidden = mode !== "holding";
+  $("desk-alert").dataset.eventId = desk.held ? String(desk.held.id) : "";
+  if (mode === "idle") { if (!desk.poll) desk.poll = setInterval(deskClaim, 2000); }
+  else if (desk.poll) { clearInterval(desk.poll); desk.poll = null; }
+  if (mode !== "holding" && desk.tick) { clearInterval(desk.tick); desk.tick = null; }
+}
+
+function leaseSeconds() {
+  const value = Number($("desk-lease").value);
+  return value > 0 ? value : undefined;
+}
+
+function hold(event) {
+  desk.held = event;
+  // The lease as the server counts it: lease_until - now() at the moment it answered (updated_at).
+  const left = new Date(event.lease_until).getTime() - new Date(event.updated_at).getTime();
+  desk.total = Math.max(1, left);
+  desk.deadline = performance.now() + left;
+  const p = event.payload || {};
+  $("desk-alert-id").textContent = p.alert_id !== undefined ? `#${p.alert_id}` : `(event ${event.id})`;
+  $("desk-alert-msg").textContent = typeof p.message === "string" ? p.message : preview(p, 300);
+  $("desk-alert-sev").textContent = p.severity ? String(p.severity) : "";
+  $("desk-alert-sev").hidden = !p.severity;
+  $("desk-alert-sev").dataset.severity = p.severity ? String(p.severity).toLowerCase() : "";
+  $("desk-alert-payload").textContent = JSON.stringify(p, null, 2);
+  deskShow("holding");
+  tickCountdown();
+  if (!desk.tick) desk.tick = setInterval(tickCountdown, 250);
+}
+
+function tickCountdown() {
+  const left = desk.deadline - performance.now();
+  if (left <= 0) {
+    desk.held = null;
+    say($("desk-msg"), "");
+    deskShow("expired");
+    $("desk-resume").focus();
+    return;
+  }
+  const seconds = Math.ceil(left / 1000);
+  $("desk-countdown").textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")} left`;
+  $("desk-bar").style.width = `${Math.min(100, (left / desk.total) * 100)}%`;
+  $("desk-alert").classList.toggle("low", left < 10000);
+}
+
+async function deskClaim() {
+  if (desk.mode !== "idle" || desk.claiming) return;
+  desk.claiming = true;
+  try {
+    const body = { worker: desk.name, callback: ALERT_CALLBACK };
+    const lease = leaseSeconds();
+    if (lease) body.lease_seconds = lease;
+    const { status, data } = await api("POST", "/events/claim", body);
+    if (desk.mode !== "idle") {  // logged out meanwhile: give it straight back
+      if (status === 200) await api("POST", `/events/${data.id}/release`, { worker: body.worker }).catch(() => {});
+      return;
+    }
+    if (status === 200) { say($("desk-msg"), ""); hold(data); }
+  } catch (err) {
+    say($("desk-msg"), `Cannot take alerts: ${err.message}`, "bad");
+  } finally {
+    desk.claiming = false;
+  }
+}
+
+async function deskStart(name) {
+  desk.name = name;
+  sessionStorage.setItem(DESK_NAME, name);
+  $("desk-who").textContent = name;
+  say($("desk-msg"), "");
+  // Back after a reload while holding an alert? Pick it up again rather than leaving it to expire.
+  try {
+    const { data } = await api("GET", `/events?state=running&callback=${encodeURIComponent(ALERT_CALLBACK)}&limit=100`);
+    const mine = data.events.find((e) => e.worker === name && new Date(e.lease_until) > new Date());
+    if (mine) {
+      const { data: fresh } = await api("POST", `/events/${mine.id}/extend`, { worker: name, seconds: leaseSeconds() });
+      hold(fresh);
+      return;
+    }
+  } catch { /* fall through to a fresh claim */ }
+  deskShow("idle");
+  deskClaim();
+}
+
+async function deskLogout() {
+  const held = desk.held;
+  const name = desk.name;
+  desk.held = null;
+  desk.name = null;
+  sessionStorage.removeItem(DESK_NAME);
+  deskShow("off");
+  if (held) {
+    try {
+      await api("POST", `/events/${held.id}/release`, { worker: name });
+      say($("desk-msg"), "");
+    } catch (err) { showNotice(`Could not give alert back: ${err.message}`); }
+  }
+  $("desk-name").focus();
+}
+
+function setupDesk() {
+  const lease = sessionStorage.getItem(DESK_LEASE);
+  if (lease) $("desk-lease").value = lease;
+  $("desk-lease").addEventListener("change", () => sessionStorage.setItem(DESK_LEASE, $("desk-lease").value));
+  $("desk-login").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("desk-name").value.trim();
+    if (!name) { $("desk-name").focus(); return; }
+    deskStart(name);
+  });
+  $("desk-logout").addEventListener("click", deskLogout);
+  $("desk-resume").addEventListener("click", () => { deskShow("idle"); deskClaim(); });
+  $("desk-resolve").addEventListener("click", async () => {
+    const held = desk.held;
+    if (!held) return;
+    try {
+      await api("POST", `/events/${held.id}/complete`, { worker: desk.name, result: { resolved_by: desk.name } });
+      desk.held = null;
+      say($("desk-msg"), `Resolved ${$("desk-alert-id").textContent}.`, "ok");
+      deskShow("idle");
+      deskClaim();
+    } catch (err) { say($("desk-msg"), `Not resolved: ${err.message}`, "bad"); }
+  });
+  $("desk-more").addEventListener("click", async () => {
+    const held = desk.held;
+    if (!held) return;
+    try {
+      const { data } = await api("POST", `/events/${held.id}/extend`, { worker: desk.name, seconds: leaseSeconds() });
+      say($("desk-msg"), "More time given.", "ok");
+      hold(data);
+    } catch (err) {
+      say($("desk-msg"), `No more time: ${err.message}`, "bad");
+      if (err.status === 409) { desk.held = null; deskShow("expired"); }
+    }
+  });
+  live.onChanges((changes) => {
+    if (desk.mode === "idle" && changes.some((c) => c.state === "scheduled")) setTimeout(deskClaim, 50);
+    if (desk.mode === "holding" && desk.held) {
+      const mine = changes.find((c) => c.id === desk.held.id);
+      if (mine && mine.state !== "running") {  // cancelled, rescued or finished elsewhere
+        desk.held = null;
+        say($("desk-msg"), `That alert was taken out of your hands (now ${mine.state ?? "deleted"}).`, "warn");
+        deskShow("idle");
+        deskClaim();
+      }
+    }
+  });
+  live.onResync(() => { if (desk.mode === "idle") deskClaim(); });
+  $("send-alert").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = $("a-result");
+    const message = $("a-message").value.trim();
+    if (!message) { say(out, "Write the alert's message first.", "bad"); $("a-message").focus(); return; }
+    const body = { message };
+    if ($("a-severity").value) body.severity = $("a-severity").value;
+    try {
+      const { data } = await api("POST", "/alerts", body);
+      say(out, `Sent to Kafka (topic ${data.topic}, offset ${data.offset}); it reaches the desk in a moment.`, "ok");
+      $("a-message").value = "";
+    } catch (err) {
+      if (err.status === 503 && err.details && err.details.kafka === "off") {
+        say(out, "Kafka is off on this server (KAFKA_BOOTSTRAP_SERVERS is not set), so alerts cannot be sent from here. Nothing was sent.", "warn");
+      } else {
+        say(out, `Not sent: ${err.message}`, "bad");
+      }
+    }
+  });
+  const saved = sessionStorage.getItem(DESK_NAME);
+  if (saved) { $("desk-name").value = saved; deskStart(saved); }
+  else deskShow("off");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages and start.
+
+function route() {
+  const view = (location.hash.replace("#", "") || "events").split("?")[0];
+  const known = ["events", "callbacks", "desk"].includes(view) ? view : "events";
+  for (const name of ["events", "callbacks", "desk"]) $("view-" + name).hidden = name !== known;
+  document.querySelectorAll("nav a").forEach((a) => {
+    if (a.dataset.view === known) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  });
+  document.title = { events: "Events", callbacks: "Callbacks", desk: "Alert desk" }[known] + " · Punctual";
+  if (known === "callbacks") loadCallbacks().catch((err) => showNotice("Could not load callbacks: " + err.message));
+}
+
+async function start() {
+  setupDetail();
+  setupSchedule();
+  setupCallbacks();
+  setupDesk();
+  $("filters").addEventListener("change", onFilter);
+  $("filters").addEventListener("reset", () => setTimeout(onFilter, 0));
+  $("more").addEventListener("click", () => loadOlder().catch((err) => showNotice(err.message)));
+  window.addEventListener("hashchange", route);
+  document.addEventListener("keydown", (e) => {  // "/" jumps to the filters
+    if (e.target.closest("input, textarea, select") || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "/") { e.preventDefault(); $("f-state").focus(); }
+  });
+  live.onChanges(onChanges);
+  live.onResync(() => { refreshList(); loadStats(); });
+  route();
+  try { await loadCallbacks(); } catch (err) { showNotice("Could not load callbacks: " + err.message); }
+  await refreshList();
+  loadStats();
+  setInterval(loadStats, 30000);
+  connectLive();
+  document.body.dataset.ready = "true";
+}
+
+start();

@@ -1,0 +1,418 @@
+"""The web client, in a real headless Chromium against a real `python app.py`, plus the live stream under it.
+
+The browser tests skip only when /usr/bin/chromium is absent (CI installs Debian's `chromium`). Every page
+they visit is saved under test-artifacts/screenshots/ (CI prints that folder).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from streams import RESYNC, Broadcaster, stream
+from tests.browser import CHROMIUM, Watched, launch, screenshot
+from tests.helpers import sql, wait_for
+
+# Small pools: several app processes and the browser share two cores and one PostgreSQL.
+# HTTP_THREADS=8 allows 4 live streams (half the threads), plenty for three tabs.
+APP_ENV = {"DB_POOL_SIZE": "4", "HTTP_THREADS": "8", "WORKER_THREADS": "2"}
+ZONE = "America/New_York"  # not UTC, so a lost offset or a UTC-only display would show
+MARKUP = "<img src=x onerror=alert(1)>"
+
+
+# -- the broadcaster, without a browser ------------------------------------------------------------
+
+def change(event_id: int, state: str | None = "scheduled") -> dict:
+    return {"id": event_id, "state": state, "scheduled_for": datetime(2030, 1, 1, tzinfo=timezone.utc)}
+
+
+def test_a_slow_subscriber_is_told_to_resync_and_never_blocks_the_listener():
+    hub = Broadcaster(queue_size=4)
+    slow, fast = hub.subscribe(), hub.subscribe()
+    started = time.monotonic()
+    for n in range(5000):  # nobody reads `slow`: its inbox overflows at once
+        hub([change(n)])
+        if n % 100 == 0:
+            assert fast.next(0) is not None
+    assert time.monotonic() - started < 2.0, "publishing waited on a subscriber"
+    assert slow.next(0) == RESYNC
+    assert slow.next(0) is None  # the backlog was dropped with the resync, not delivered late
+    hub([change(7, "running")])
+    assert slow.next(0) == [{"id": 7, "state": "running", "scheduled_for": "2030-01-01T00:00:00+00:00"}]
+
+
+def test_queued_batches_reach_a_subscriber_merged_latest_state_per_event():
+    hub = Broadcaster()
+    inbox = hub.subscribe()
+    hub([change(1), change(2)])
+    hub([change(1, "running")])
+    hub([change(1, "finished"), change(3, None)])
+    got = {c["id"]: c["state"] for c in inbox.next(0)}
+    assert got == {1: "finished", 2: "scheduled", 3: None}
+
+
+def test_streams_are_capped_and_a_closed_slot_is_reusable():
+    hub = Broadcaster(max_subscribers=2)
+    first, second = hub.subscribe(), hub.subscribe()
+    assert first and second and hub.subscribe() is None
+    hub.unsubscribe(first)
+    assert hub.subscribe() is not None
+    hub.close()
+    assert hub.subscribe() is None
+
+
+def test_a_stream_gives_its_slot_back_when_the_page_goes_or_the_server_stops():
+    hub = Broadcaster(max_subscribers=1)
+    gone = threading.Event()
+    body = stream(hub, hub.subscribe(), alive=lambda: True, disconnected=gone.is_set, encode=json.dumps, tick=0.01)
+    assert next(body).startswith(b"retry: 2000\nevent: hello")
+    hub([change(5, "running")])
+    assert next(body) == b'event: changes\ndata: [{"id": 5, "state": "running", "scheduled_for": "2030-01-01T00:00:00+00:00"}]\n\n'
+    assert hub.subscribe() is None
+    body.close()  # what waitress does when a write fails: the page went away
+    assert hub.count == 0
+    body = stream(hub, hub.subscribe(), alive=lambda: True, disconnected=gone.is_set, encode=json.dumps, tick=0.01)
+    next(body)
+    gone.set()  # waitress noticed the closed connection
+    assert list(body) == [] and hub.count == 0
+    body = stream(hub, hub.subscribe(), alive=lambda: True, disconnected=lambda: False, encode=json.dumps,
+                  tick=0.01, heartbeat_seconds=0.02)
+    next(body)
+    assert next(body) == b": heartbeat\n\n"
+    hub.close()
+    assert list(body) == [b"event: bye\ndata: {}\n\n"] and hub.count == 0
+
+
+# -- the stream through waitress -------------------------------------------------------------------
+
+def read_messages(response, until, timeout: float = 5.0) -> list[tuple[str, str]]:
+    """Read SSE messages (event, data) until `until(messages)` holds; fail at the deadline."""
+    messages: list[tuple[str, str]] = []
+    deadline = time.monotonic() + timeout
+    buffer = getattr(response, "_sse_buffer", "")
+    chunks = getattr(response, "_sse_chunks", None) or response.iter_content(chunk_size=None, decode_unicode=True)
+    response._sse_chunks = chunks
+    for chunk in chunks:
+        buffer += chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            event, data = "message", []
+            for line in block.split("\n"):
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+            if data:
+                messages.append((event, "\n".join(data)))
+        response._sse_buffer = buffer
+        if messages and until(messages):
+            return messages
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"stream ended or timed out; got {messages}")
+
+
+def test_the_stream_pushes_a_change_within_a_second_and_refuses_pages_beyond_its_cap(start_app):
+    app = start_app(**{**APP_ENV, "HTTP_THREADS": "4"})  # a cap of 2 streams
+    first = requests.get(app.url + "/stream", stream=True, timeout=10)
+    second = requests.get(app.url + "/stream", stream=True, timeout=10)
+    try:
+        assert first.headers["Content-Type"].startswith("text/event-stream")
+        read_messages(first, lambda m: m[-1][0] == "hello")
+        read_messages(second, lambda m: m[-1][0] == "hello")
+        third = requests.get(app.url + "/stream", timeout=5)
+        assert third.status_code == 503 and third.json()["error"]["details"] == {"limit": 2}
+        started = time.monotonic()
+        event = requests.post(app.url + "/events", json={"callback": "Addition", "payload": {"x": 1, "y": 2}}).json()
+        seen = read_messages(first, lambda m: any(e == "changes" and
+                                                  any(c["id"] == event["id"] and c["state"] == "finished"
+                                                      for c in json.loads(d)) for e, d in m))
+        assert time.monotonic() - started < 1.0, seen
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_stop_ends_open_streams_and_the_app_exits_cleanly(start_app):
+    app = start_app(**APP_ENV)
+    response = requests.get(app.url + "/stream", stream=True, timeout=20)
+    read_messages(response, lambda m: m[-1][0] == "hello")
+    ended = threading.Event()
+
+    def drain() -> None:
+        try:
+            for _ in response.iter_content(chunk_size=1):
+                pass
+        except requests.RequestException:
+            pass
+        ended.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    started = time.monotonic()
+    assert app.terminate(timeout=20) == 0
+    assert time.monotonic() - started < 10, "an open stream held the shutdown up"
+    assert ended.wait(5), "the stream was left hanging after the process stopped"
+
+
+# -- the page in Chromium ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser):
+    # bypass_csp: Playwright's wait_for_function evaluates strings, which the page's policy forbids (as it
+    # should). It also means the markup test below proves the page's own discipline, not the policy's.
+    ctx = browser.new_context(timezone_id=ZONE, locale="en-GB", viewport={"width": 1280, "height": 860},
+                              bypass_csp=True)
+    ctx.set_default_timeout(10_000)
+    yield ctx
+    ctx.close()
+
+
+def tab(context, url: str) -> Watched:
+    return Watched(context.new_page()).open(url)
+
+
+def row_state(page, event_id: int) -> str | None:
+    return page.evaluate("id => document.querySelector(`tr[data-id='${id}']`)?.dataset.state ?? null", event_id)
+
+
+def count_events(app_db: str) -> int:
+    return sql(app_db, "SELECT count(*) AS n FROM events")[0]["n"]
+
+
+def test_an_event_scheduled_from_the_form_goes_scheduled_running_finished_without_a_reload(
+        start_app, context, db_url):
+    app = start_app(**APP_ENV)
+    assert requests.post(app.url + "/callbacks", json={"name": "Nap", "kind": "python", "target": "sleep"}).ok
+    page = tab(context, app.url + "/").page
+    page.wait_for_selector("#live.on")
+    page.evaluate("window.__sameDocument = true")
+    page.select_option("#s-callback", "Nap")
+    page.fill("#s-payload", '{"seconds": 1.5}')
+    # The picker is in the person's zone; the form sends that time with its offset.
+    when = (datetime.now(ZoneInfo(ZONE)) + timedelta(seconds=2.5)).replace(microsecond=0)
+    page.fill("#s-when-pick", when.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert page.input_value("#s-when") == when.isoformat()  # e.g. 2026-11-22T14:03:07-05:00
+    page.click("#s-submit")
+    page.wait_for_selector("#s-result.ok")
+    event_id = int(page.text_content("#s-result").split("#")[1].split(" ")[0])
+    stored = requests.get(f"{app.url}/events/{event_id}").json()
+    assert datetime.fromisoformat(stored["scheduled_for"]) == when
+
+    seen: list[str] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (not seen or seen[-1] != "finished"):
+        state = row_state(page, event_id)
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+        time.sleep(0.05)
+    assert seen == ["scheduled", "running", "finished"]
+    assert page.evaluate("window.__sameDocument") is True  # no reload happened
+    assert page.get_attribute(f"tr[data-id='{event_id}'] time", "title").endswith(" UTC")  # UTC on hover
+    page.wait_for_function("document.querySelector(\"[data-state='finished'] .chip-n\").textContent !== '0'")
+    screenshot(page, "events")
+    page.click(f"tr[data-id='{event_id}']")
+    page.wait_for_selector("#detail[open] #d-history li >> nth=2")
+    assert page.text_content("#d-outcome").count("1.5") == 1
+    screenshot(page, "event-detail")
+    assert count_events(db_url) == 1
+
+
+def test_invalid_json_and_a_time_without_an_offset_get_a_readable_message_and_create_nothing(
+        start_app, context, db_url):
+    app = start_app(**APP_ENV)
+    watched = tab(context, app.url + "/")
+    page = watched.page
+    page.select_option("#s-callback", "Addition")
+    page.fill("#s-payload", '{"x": 1, "y": ')
+    assert "Not valid JSON" in page.text_content("#s-payload-msg")  # as you type
+    page.click("#s-submit")
+    assert "Nothing was scheduled" in page.text_content("#s-result")
+    page.fill("#s-payload", "[1, 2]")
+    assert "must be a JSON object" in page.text_content("#s-payload-msg")
+    page.fill("#s-payload", '{"x": 1, "y": 2}')
+    page.fill("#s-when", "2020-01-01T09:00")  # in the past, and no offset: ambiguous
+    assert "no UTC offset" in page.text_content("#s-when-msg")
+    page.click("#s-submit")
+    assert "Nothing was scheduled: fix the time" in page.text_content("#s-result")
+    screenshot(page, "schedule-errors")
+    assert count_events(db_url) == 0
+    # The same form does schedule once the input is right (so the refusals above were the form's doing).
+    page.fill("#s-when", "2020-01-01T09:00-05:00")
+    assert "in the past" in page.text_content("#s-when-msg")
+    page.click("#s-submit")
+    page.wait_for_selector("#s-result.ok")
+    wait_for(lambda: count_events(db_url) == 1, 5, message="the valid event")
+    assert not watched.errors and not watched.dialogs
+
+
+def test_an_event_created_by_another_client_appears_within_a_second(start_app, context):
+    app = start_app(**APP_ENV)
+    watched = tab(context, app.url + "/")
+    page = watched.page
+    page.wait_for_selector("#live.on")
+    started = time.monotonic()
+    event = requests.post(app.url + "/events", json={"callback": "Addition", "payload": {"x": 2, "y": 3},
+                                                     "scheduled_for": "2031-05-01T12:00:00Z"}).json()
+    page.wait_for_selector(f"tr[data-id='{event['id']}'][data-state='scheduled']", timeout=1000)
+    assert time.monotonic() - started < 1.0
+    started = time.monotonic()
+    assert requests.post(f"{app.url}/events/{event['id']}/cancel").ok
+    page.wait_for_selector(f"tr[data-id='{event['id']}'][data-state='cancelled']", timeout=1000)
+    assert time.monotonic() - started < 1.0
+    # The counts follow too; the table was read once, at load: since then only the changed row was fetched.
+    page.wait_for_function("document.querySelector(\"[data-state='cancelled'] .chip-n\").textContent === '1'")
+    listings = [r for r in watched.requests if r.startswith(f"GET {app.url}/events?")]
+    assert len(listings) == 1, listings
+    assert f"GET {app.url}/events/{event['id']}" in watched.requests
+
+
+def desk_tab(context, url: str, name: str, lease: int | None = None):
+    page = tab(context, url + "/#desk").page
+    if lease:
+        page.click(".settings summary")
+        page.fill("#desk-lease", str(lease))
+        page.dispatch_event("#desk-lease", "change")
+    page.fill("#desk-name", name)
+    page.press("#desk-name", "Enter")
+    return page
+
+
+def held(page) -> int | None:
+    value = page.evaluate("() => { const a = document.getElementById('desk-alert');"
+                          " return a.hidden ? null : a.dataset.eventId; }")
+    return int(value) if value else None
+
+
+def test_desk_tabs_share_the_queue_an_expired_or_released_alert_goes_to_the_other_tab(start_app, context):
+    app = start_app(**APP_ENV)
+    alerts = [requests.post(app.url + "/events", json={"callback": "Alert", "payload": {
+        "alert_id": n, "message": text, "severity": severity}}).json()["id"]
+        for n, text, severity in ((1, "Disk 91% full on db-1", "warning"), (2, "API p99 above 2 s", "critical"))]
+    ana = desk_tab(context, app.url, "ana", lease=3)
+    ana.wait_for_selector("#desk-alert:not([hidden])")
+    ben = desk_tab(context, app.url, "ben")
+    ben.wait_for_selector("#desk-alert:not([hidden])")
+    mine, theirs = held(ana), held(ben)
+    assert {mine, theirs} == set(alerts)  # different alerts, one each
+    assert ana.text_content("#desk-countdown").endswith("left")
+    screenshot(ben, "desk")
+
+    ben.click("#desk-resolve")
+    ben.wait_for_selector("#desk-idle:not([hidden])")
+    # ana lets the countdown run out: her alert goes back, and ben (idle) gets it.
+    ana.wait_for_selector("#desk-expired:not([hidden])", timeout=6000)
+    wait_for(lambda: held(ben) == mine, 6, 0.1, "ben to get the alert ana let expire")
+    ana.click("#desk-resume")
+    ana.wait_for_selector("#desk-idle:not([hidden])")
+    screenshot(ana, "desk-quiet")
+
+    # ben logs out: the alert is free at once, and ana, waiting, gets it.
+    started = time.monotonic()
+    ben.click("#desk-logout")
+    ben.wait_for_selector("#desk-login:not([hidden])")
+    wait_for(lambda: held(ana) == mine, 3, 0.05, "ana to get the alert ben gave back")
+    assert time.monotonic() - started < 2.0
+    workers = [h["worker"] for h in requests.get(f"{app.url}/events/{mine}").json()["history"]
+               if h["state"] == "running"]
+    assert workers == ["ana", "ben", "ana"]
+    assert requests.get(f"{app.url}/events/{theirs}").json()["state"] == "finished"
+
+    # Kafka is off in this test: the send box says so plainly.
+    ana.fill("#a-message", "test alert")
+    ana.click("#send-alert button[type=submit]")
+    ana.wait_for_selector("#a-result.warn")
+    assert "Kafka is off" in ana.text_content("#a-result")
+
+
+def test_a_payload_holding_markup_is_shown_as_text_and_runs_no_script(start_app, context):
+    app = start_app(**APP_ENV)
+    assert requests.post(app.url + "/callbacks", json={"name": "<b>x</b>", "kind": "manual"}).ok
+    event = requests.post(app.url + "/events", json={"callback": "<b>x</b>", "payload": {"note": MARKUP},
+                                                     "scheduled_for": "2031-01-01T00:00:00Z"}).json()
+    alert = requests.post(app.url + "/events", json={"callback": "Alert", "payload": {"message": MARKUP}}).json()
+    watched = tab(context, app.url + "/")
+    page = watched.page
+    row = f"tr[data-id='{event['id']}']"
+    page.wait_for_selector(row)
+    assert MARKUP in page.text_content(f"{row} td.payload")
+    assert page.text_content(f"{row} td.cb") == "<b>x</b>"
+    page.click(row)
+    page.wait_for_selector("#detail[open]")
+    assert MARKUP in page.text_content("#d-payload")
+    desk = desk_tab(context, app.url, "<i>eve</i>")
+    desk.wait_for_selector("#desk-alert:not([hidden])")
+    assert held(desk) == alert["id"] and desk.text_content("#desk-alert-msg") == MARKUP
+    assert desk.text_content("#desk-who") == "<i>eve</i>"
+    for p in (page, desk):
+        assert p.locator("img, b, i").count() == 0
+    page.wait_for_timeout(300)  # an injected onerror would fire as soon as the image failed to load
+    assert not watched.dialogs and not watched.errors
+    screenshot(page, "markup-as-text")
+    # The second lock, for real browsers: the page may only run its own script.
+    policy = requests.get(app.url + "/").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+
+def test_callbacks_page_creates_edits_and_deletes_and_pages_fit_a_narrow_screen(start_app, context):
+    app = start_app(**APP_ENV)
+    page = tab(context, app.url + "/#callbacks").page
+    page.wait_for_selector("tr[data-name='Addition']")
+    page.fill("#cb-name", "Notify")
+    page.select_option("#cb-kind", "webhook")
+    assert page.text_content("#cb-target-label") == "URL"
+    page.fill("#cb-target", "http://127.0.0.1:9/hook")
+    page.fill("#cb-config", '{"headers": {"X-Team": "ops"}}')
+    page.click("#cb-submit")
+    page.wait_for_selector("tr[data-name='Notify']")
+    page.click("button[aria-label='Edit Notify']")
+    page.fill("#cb-timeout", "5")
+    page.click("#cb-submit")
+    page.wait_for_selector("#cb-result.ok")
+    callback = next(c for c in requests.get(app.url + "/callbacks").json()["callbacks"] if c["name"] == "Notify")
+    assert (callback["kind"], callback["timeout_seconds"], callback["config"]) == ("webhook", 5, {"headers": {"X-Team": "ops"}})
+    screenshot(page, "callbacks")
+    page.click("button[aria-label='Delete Notify']")
+    page.click("button[aria-label='Delete Notify']")  # "Really?"
+    page.wait_for_selector("tr[data-name='Notify']", state="detached")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    for view in ("events", "callbacks", "desk"):
+        page.goto(f"{app.url}/#{view}")
+        page.wait_for_selector("body[data-ready='true']")
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the {view} page scrolls sideways on a phone ({overflow} px)"
+        screenshot(page, f"narrow-{view}")
+
+
+def test_with_an_api_token_the_page_asks_once_and_keeps_it_for_the_session(start_app, context, db_url):
+    app = start_app(**APP_ENV, API_TOKEN="s3cret")
+    page = tab(context, app.url + "/").page
+    page.select_option("#s-callback", "Addition")
+    page.click("#s-submit")
+    page.wait_for_selector("#token-dialog[open]")
+    page.fill("#t-token", "s3cret")
+    page.press("#t-token", "Enter")
+    page.wait_for_selector("#s-result.ok")
+    page.click("#s-submit")
+    page.wait_for_function("document.getElementById('s-result').textContent.includes('#2')")
+    assert not page.is_visible("#token-dialog")
+    assert page.evaluate("sessionStorage.getItem('punctual.token')") == "s3cret"
+    assert count_events(db_url) == 2
