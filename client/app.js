@@ -477,7 +477,7 @@ function renderChart(perMinute, nowIso) {
   }
   const max = Math.max(1, ...buckets.map((b) => b.finished + b.failed + b.cancelled));
   const W = 600, H = 90, bw = W / 60;
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H + 16}`, role: "img", preserveAspectRatio: "none", class: "chart-svg" });
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", preserveAspectRatio: "none", class: "chart-svg" });
   const totals = buckets.reduce((a, b) => ({ finished: a.finished + b.finished, failed: a.failed + b.failed, cancelled: a.cancelled + b.cancelled }), { finished: 0, failed: 0, cancelled: 0 });
   root.setAttribute("aria-label", `Last hour: ${totals.finished} finished, ${totals.failed} failed, ${totals.cancelled} cancelled; busiest minute ${max}.`);
   root.append(svg("line", { x1: 0, y1: H, x2: W, y2: H, class: "axis" }));
@@ -496,11 +496,10 @@ function renderChart(perMinute, nowIso) {
     g.append(svg("rect", { x: i * bw, y: 0, width: bw, height: H, class: "hit" }));
     root.append(g);
   });
-  const label = (x, text, anchor) => { const t = svg("text", { x, y: H + 13, "text-anchor": anchor, class: "tick" }); t.textContent = text; return t; };
-  root.append(label(0, fmtMinute.format(new Date(start)), "start"), label(W, "now", "end"));
-  const top = svg("text", { x: 2, y: 10, class: "tick" }); top.textContent = `${max}/min`;
-  root.append(top);
-  $("chart").replaceChildren(root);
+  // Labels in HTML: the drawing stretches to the card's width, text must not.
+  const axis = el("div", { class: "chart-axis", "aria-hidden": "true" },
+    el("span", { text: fmtMinute.format(new Date(start)) }), el("span", { text: `busiest minute: ${max}` }), el("span", { text: "now" }));
+  $("chart").replaceChildren(root, axis);
 }
 
 function onFilter() {
