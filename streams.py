@@ -77,13 +77,11 @@ class Broadcaster:
         self._lock = threading.Lock()
         self._subscribers: tuple[Subscription, ...] = ()
         self.closed = threading.Event()
-        self.published = 0
 
     def __call__(self, changes: list[dict[str, Any]]) -> None:
         """Hand a batch to every subscriber without waiting on any of them."""
         if not changes:
             return
-        self.published += 1
         message = [_plain(change) for change in changes]
         for subscriber in self._subscribers:  # a tuple replaced whole under the lock: safe to iterate
             subscriber.offer(message)

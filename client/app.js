@@ -203,16 +203,17 @@ function say(node, text, kind = "") {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Live updates: one EventSource; a poll fallback when the server refuses it (too many pages open).
+// Live updates: one EventSource per browser, shared by its tabs through a SharedWorker (live-worker.js);
+// a tab without SharedWorker (e.g. Chrome on Android) opens its own. A poll fallback when the server
+// refuses the stream (too many live pages) or has none (an API-only process).
 
 const live = {
-  source: null,
   listeners: [],
   onChanges(fn) { this.listeners.push(fn); },
   resyncers: [],
   onResync(fn) { this.resyncers.push(fn); },
   fallback: null,
-  connected: false,
+  connected: false,  // seen live once: a later "hello" is a reconnect, and what changed meanwhile is read again
 };
 
 function setLive(text, kind) {
@@ -220,36 +221,64 @@ function setLive(text, kind) {
   $("live").className = "live " + kind;
 }
 
+function resyncAll() { live.resyncers.forEach((fn) => fn()); }
+
+function onLive(message) {
+  switch (message.type) {
+    case "status":
+      setLive(message.text, message.kind);
+      if (message.live) { live.connected = true; stopPolling(); }
+      break;
+    case "hello":
+      stopPolling();
+      if (live.connected) resyncAll();
+      live.connected = true;
+      break;
+    case "changes": {
+      let changes;
+      try { changes = JSON.parse(message.data); } catch { return; }
+      live.listeners.forEach((fn) => fn(changes));
+      break;
+    }
+    case "resync": resyncAll(); break;
+    case "poll":
+      if (!live.fallback) live.fallback = setInterval(resyncAll, 5000);
+      break;
+  }
+}
+
+function stopPolling() {
+  if (live.fallback) { clearInterval(live.fallback); live.fallback = null; }
+}
+
 function connectLive() {
-  if (live.source) live.source.close();
+  if (typeof SharedWorker === "function") {
+    try {
+      const worker = new SharedWorker("/live-worker.js", { name: "punctual-live" });
+      worker.port.onmessage = (e) => onLive(e.data);
+      worker.port.start();
+      window.addEventListener("pagehide", () => worker.port.postMessage("close"));
+      return;
+    } catch { /* fall through: this tab's own stream */ }
+  }
+  connectDirect();
+}
+
+function connectDirect() {
   const source = new EventSource("/stream");
-  live.source = source;
-  source.addEventListener("hello", () => {
-    setLive("live", "on");
-    if (live.fallback) { clearInterval(live.fallback); live.fallback = null; }
-    if (live.connected) live.resyncers.forEach((fn) => fn());  // a reconnect: whatever changed while away
-    live.connected = true;
-  });
-  source.addEventListener("changes", (e) => {
-    let changes;
-    try { changes = JSON.parse(e.data); } catch { return; }
-    live.listeners.forEach((fn) => fn(changes));
-  });
-  source.addEventListener("resync", () => live.resyncers.forEach((fn) => fn()));
-  source.addEventListener("bye", () => setLive("server restarting…", "wait"));
-  source.addEventListener("unavailable", () => {  // an API-only process: poll
-    source.close();
-    setLive("polling every 5 s", "wait");
-    if (!live.fallback) live.fallback = setInterval(() => live.resyncers.forEach((fn) => fn()), 5000);
-  });
+  const status = (text, kind, isLive = false) => onLive({ type: "status", text, kind, live: isLive });
+  source.addEventListener("hello", () => { status("live", "on"); onLive({ type: "hello" }); });
+  source.addEventListener("changes", (e) => onLive({ type: "changes", data: e.data }));
+  source.addEventListener("resync", () => onLive({ type: "resync" }));
+  source.addEventListener("bye", () => status("server restarting…", "wait"));
+  source.addEventListener("unavailable", () => { source.close(); status("polling every 5 s", "wait"); onLive({ type: "poll" }); });
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED) {
-      // Refused (e.g. 503: too many live pages): poll now and then, try the stream again later.
-      setLive("polling every 5 s", "wait");
-      if (!live.fallback) live.fallback = setInterval(() => live.resyncers.forEach((fn) => fn()), 5000);
-      setTimeout(connectLive, 15000);
+      status("polling every 5 s", "wait");
+      onLive({ type: "poll" });
+      setTimeout(connectDirect, 15000);
     } else {
-      setLive("reconnecting…", "wait");
+      status("reconnecting…", "wait");
     }
   };
 }
@@ -338,6 +367,8 @@ async function loadOlder() {
 }
 
 function upsert(event) {
+  const shown = table.rows.get(event.id);
+  if (shown && shown.updated_at > event.updated_at) return;  // an older answer overtaken by a newer one
   if (matches(event)) table.rows.set(event.id, event);
   else table.rows.delete(event.id);
 }
@@ -405,8 +436,16 @@ function onChanges(changes) {
   scheduleStats();
 }
 
+let flushing = false;
+
 async function flushChanges() {
   flushTimer = null;
+  if (flushing) { flushTimer = setTimeout(flushChanges, 50); return; }  // one at a time: answers stay in order
+  flushing = true;
+  try { await flushOnce(); } finally { flushing = false; }
+}
+
+async function flushOnce() {
   const changes = [...pending.values()];
   pending.clear();
   const shown = sortedRows();
@@ -761,7 +800,7 @@ function setupCallbacks() {
 const DESK_NAME = "punctual.desk.name";
 const DESK_LEASE = "punctual.desk.lease";
 const ALERT_CALLBACK = "Alert";
-const desk = { name: null, mode: "off", held: null, deadline: 0, total: 0, claiming: false, poll: null, tick: null };
+const desk = { name: null, mode: "off", held: null, deadline: 0, total: 0, claiming: false, poll: null, tick: null, pending: null };
 
 function deskShow(mode) {
   desk.mode = mode;
@@ -804,8 +843,9 @@ function tickCountdown() {
   if (left <= 0) {
     desk.held = null;
     say($("desk-msg"), "");
+    const wasOnCard = document.activeElement === document.body || $("desk-alert").contains(document.activeElement);
     deskShow("expired");
-    $("desk-resume").focus();
+    if (wasOnCard) $("desk-resume").focus();  // never steal focus from what the person is typing
     return;
   }
   const seconds = Math.ceil(left / 1000);
@@ -881,34 +921,45 @@ function setupDesk() {
   });
   $("desk-logout").addEventListener("click", deskLogout);
   $("desk-resume").addEventListener("click", () => { deskShow("idle"); deskClaim(); });
+  // While a request about the held alert is on its way, its own change (pushed by the server, maybe
+  // before the answer) is ours, not someone else's doing.
   $("desk-resolve").addEventListener("click", async () => {
     const held = desk.held;
-    if (!held) return;
+    if (!held || desk.pending) return;
+    desk.pending = held.id;
     try {
       await api("POST", `/events/${held.id}/complete`, { worker: desk.name, result: { resolved_by: desk.name } });
-      desk.held = null;
-      say($("desk-msg"), `Resolved ${$("desk-alert-id").textContent}.`, "ok");
-      deskShow("idle");
-      deskClaim();
-    } catch (err) { say($("desk-msg"), `Not resolved: ${err.message}`, "bad"); }
+      if (desk.held === held) {
+        desk.held = null;
+        say($("desk-msg"), `Resolved ${$("desk-alert-id").textContent}.`, "ok");
+        deskShow("idle");
+        deskClaim();
+      }
+    } catch (err) {
+      say($("desk-msg"), `Not resolved: ${err.message}`, "bad");
+    } finally {
+      desk.pending = null;
+    }
   });
   $("desk-more").addEventListener("click", async () => {
     const held = desk.held;
-    if (!held) return;
+    if (!held || desk.pending) return;
+    desk.pending = held.id;
     try {
       const { data } = await api("POST", `/events/${held.id}/extend`, { worker: desk.name, seconds: leaseSeconds() });
-      say($("desk-msg"), "More time given.", "ok");
-      hold(data);
+      if (desk.held === held) { say($("desk-msg"), "More time given.", "ok"); hold(data); }
     } catch (err) {
       say($("desk-msg"), `No more time: ${err.message}`, "bad");
-      if (err.status === 409) { desk.held = null; deskShow("expired"); }
+      if (err.status === 409 && desk.held === held) { desk.held = null; deskShow("expired"); }
+    } finally {
+      desk.pending = null;
     }
   });
   live.onChanges((changes) => {
     if (desk.mode === "idle" && changes.some((c) => c.state === "scheduled")) setTimeout(deskClaim, 50);
     if (desk.mode === "holding" && desk.held) {
       const mine = changes.find((c) => c.id === desk.held.id);
-      if (mine && mine.state !== "running") {  // cancelled, rescued or finished elsewhere
+      if (mine && mine.state !== "running" && desk.pending !== mine.id) {  // cancelled, rescued or finished elsewhere
         desk.held = null;
         say($("desk-msg"), `That alert was taken out of your hands (now ${mine.state ?? "deleted"}).`, "warn");
         deskShow("idle");

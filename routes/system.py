@@ -76,6 +76,13 @@ def client_script():
     return _client_file("app.js", "text/javascript")
 
 
+@bp.get("/live-worker.js", responses={200: {"description": "The shared worker that holds one live stream for all tabs",
+                                           "content": {"text/javascript": {"schema": {"type": "string"}}}}})
+def client_worker():
+    """The web client's shared worker: one /stream connection per browser, however many tabs."""
+    return _client_file("live-worker.js", "text/javascript")
+
+
 @bp.get("/app.css", responses={200: {"description": "The web client's style sheet",
                                      "content": {"text/css": {"schema": {"type": "string"}}}}})
 def client_style():

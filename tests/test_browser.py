@@ -312,6 +312,10 @@ def test_desk_tabs_share_the_queue_an_expired_or_released_alert_goes_to_the_othe
     ben.wait_for_selector("#desk-alert:not([hidden])")
     mine, theirs = held(ana), held(ben)
     assert {mine, theirs} == set(alerts)  # different alerts, one each
+    # The tabs share one live stream (a SharedWorker), so a few open tabs do not use up the connections.
+    with requests.get(app.url + "/stream", stream=True, timeout=10) as probe:
+        hello = read_messages(probe, lambda m: m[-1][0] == "hello")[-1]
+        assert json.loads(hello[1]) == {"subscribers": 2}
     assert ana.text_content("#desk-countdown").endswith("left")
     screenshot(ben, "desk")
 
