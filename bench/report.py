@@ -242,6 +242,8 @@ def write(path: Path, summary: dict[str, Any], info: dict[str, Any], chart: Opti
         text = before + "\n".join(block) + after
     else:
         head, sep, tail = text.partition("\n")
+        if "## Punctual alone" not in tail:
+            tail = "\n## Punctual alone (issue 2 targets)\n" + tail
         text = head + "\n\n" + "\n".join(block) + "\n" + tail
     path.write_text(text)
 

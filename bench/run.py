@@ -40,6 +40,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 NOTES_MARKER = "<!-- notes: everything below this line is kept when run.py rewrites this file -->"
+COMPARE_BEGIN = "<!-- compare:begin (written by bench/compare.py) -->"  # the same markers as bench/report.py
+COMPARE_END = "<!-- compare:end -->"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 CALLBACK = "bench-noop"
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
@@ -755,13 +757,20 @@ def git_commit() -> str:
 
 def write_results(path: Path, results: dict[str, dict[str, Any]], info: dict[str, Any]) -> None:
     notes = ""
+    compare_block = ""
     if path.exists():
         text = path.read_text()
         if NOTES_MARKER in text:
             notes = text.split(NOTES_MARKER, 1)[1].lstrip("\n")
+        # bench/compare.py's side-by-side section lives above this script's table; keep it as it is.
+        if COMPARE_BEGIN in text and COMPARE_END in text and COMPARE_BEGIN not in notes:
+            compare_block = COMPARE_BEGIN + text.split(COMPARE_BEGIN, 1)[1].split(COMPARE_END, 1)[0] + COMPARE_END
     m = info["machine"]
     lines = [
         "# Punctual benchmark results",
+        "",
+        *([compare_block, ""] if compare_block else []),
+        "## Punctual alone (issue 2 targets)",
         "",
         "Written by `bench/run.py` (see bench/README.md for what each workload does). Do not edit above the notes "
         "marker: the next run rewrites it.",
