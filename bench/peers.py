@@ -235,6 +235,8 @@ def sql_fill(system: str, url: str, n: int, when_sql: str) -> float:
     started = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
         if system == "procrastinate":
+            # A job deferred without schedule_at has scheduled_at NULL: fill due jobs the same way.
+            when_sql = "NULL::timestamptz" if when_sql == "now()" else when_sql
             conn.execute(f"""INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at, status)
                              SELECT 'bench', 'noop', jsonb_build_object('seq', g), {when_sql}, 'todo'
                              FROM generate_series(1, %s) AS g""", (n,))
