@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from datetime import datetime
 from typing import Any, Callable, Iterator, Optional
 
@@ -127,8 +128,6 @@ def stream(broadcaster: Broadcaster, subscription: Subscription, alive: Callable
            heartbeat_seconds: float = 15.0, tick: float = 1.0) -> Iterator[bytes]:
     """The body of one SSE answer: hello, then changes/resync messages, a comment as heartbeat, and a
     "bye" when the server stops (the browser reconnects by itself, to this or another instance)."""
-    import time
-
     try:
         # retry: how long the browser waits before reconnecting after the stream ends.
         yield f"retry: 2000\n{sse('hello', encode({'subscribers': broadcaster.count}))}".encode()

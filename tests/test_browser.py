@@ -284,6 +284,41 @@ def test_an_event_created_by_another_client_appears_within_a_second(start_app, c
     assert f"GET {app.url}/events/{event['id']}" in watched.requests
 
 
+def test_the_detail_view_cancels_retries_reschedules_and_deletes_and_shows_refusals(start_app, context):
+    app = start_app(**APP_ENV)
+    event = requests.post(app.url + "/events", json={"callback": "Addition", "payload": {"x": 1, "y": 2},
+                                                     "scheduled_for": "2031-03-01T12:00:00Z"}).json()
+    page = tab(context, app.url + "/").page
+    page.press(f"tr[data-id='{event['id']}']", "Enter")  # keyboard: a row opens with Enter
+    page.wait_for_selector("#detail[open]")
+    page.fill("#d-resched", "2031-03-02T08:30:00")  # the person's zone (New York, UTC-5 in March)
+    page.click("#d-resched-btn")
+    page.wait_for_selector("#d-msg.ok")
+    assert requests.get(f"{app.url}/events/{event['id']}").json()["scheduled_for"] == "2031-03-02T13:30:00+00:00"
+    page.click("#d-cancel")
+    page.wait_for_selector("#d-title .s-cancelled")
+    assert page.is_hidden("#d-cancel") and page.is_visible("#d-retry")
+    page.click("#d-retry")
+    wait_for(lambda: requests.get(f"{app.url}/events/{event['id']}").json()["state"] == "finished", 10,
+             message="the retried event to run")
+    page.wait_for_selector("#d-title .s-finished")  # the open detail follows the change
+    assert "3" in page.text_content("#d-outcome")  # 1 + 2
+    assert [li.split()[1] for li in page.locator("#d-history li").all_text_contents()][-2:] == ["running", "finished"]
+    screenshot(page, "event-detail-actions")
+    page.click("#d-delete")
+    page.click("#d-delete")  # "Really delete?"
+    page.wait_for_selector("#detail", state="hidden")
+    page.wait_for_selector(f"tr[data-id='{event['id']}']", state="detached")
+    assert requests.get(f"{app.url}/events/{event['id']}").status_code == 404
+    # A refusal is shown in the API's words: a callback with pending events cannot be deleted.
+    requests.post(app.url + "/events", json={"callback": "Division", "scheduled_for": "2031-01-01T00:00:00Z"})
+    page.goto(app.url + "/#callbacks")
+    page.click("button[aria-label='Delete Division']")
+    page.click("button[aria-label='Delete Division']")
+    page.wait_for_selector("#cb-result.bad")
+    assert page.text_content("#cb-result").startswith("Not deleted: ")
+
+
 def desk_tab(context, url: str, name: str, lease: int | None = None):
     page = tab(context, url + "/#desk").page
     if lease:
