@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -175,12 +176,18 @@ def peer_workload(server: punctual.Server, system: str, workload: str, sizes: Si
         url = urlunsplit(urlsplit(server.url)._replace(path="/" + dsn_name(dsn)))
         cmd = [str(PEERS_PY), str(HERE / "peers.py"), "run", "--system", system, "--workload", workload,
                "--db", url, "--tmp", str(workdir), *map(str, args)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, preexec_fn=_die_with_parent)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         last = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or [""]
         raise RuntimeError(f"peers.py {system} {workload} exited {proc.returncode}: {last[0][:300]}")
     return json.loads(lines[-1])
+
+
+def _die_with_parent() -> None:
+    """Linux: peers.py gets SIGTERM when compare.py dies, and passes it on to its workers the same way."""
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def dsn_name(dsn: str) -> str:
@@ -362,6 +369,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if bad:
         parser.error(f"unknown: {', '.join(bad)}")
 
+    # A SIGTERM unwinds like Ctrl-C, so the benchmark databases are dropped and the apps stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = Sizes(args.quick)
     if any(s != "punctual" for s in systems):
         ensure_peers_venv()
@@ -428,6 +437,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "wall_s": time.monotonic() - began,
         "load_start": load_start,
         "load_end": loadavg(),
+        # The 1-minute load average before each measurement: how busy the shared cores were throughout.
+        "loads": sorted(r["loadavg_before"] for systems_ in results.values() for variants in systems_.values()
+                        for runs_ in variants.values() for r in runs_ if "loadavg_before" in r),
     }
     import report  # noqa: E402 - bench/report.py: tables, RESULTS.md and the chart
 

@@ -250,6 +250,12 @@ def sql_fill(system: str, url: str, n: int, when_sql: str) -> float:
 
 # -- worker processes from the driver ------------------------------------------------------------
 
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM when this driver dies (killed mid-run), so no worker is left behind."""
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Workers:
     def __init__(self, system: str, url: str, profile: str, count: int, record: Optional[Path] = None) -> None:
         self.procs: list[subprocess.Popen] = []
@@ -262,7 +268,8 @@ class Workers:
     def start(self) -> float:
         self.started_at = time.time()
         for _ in range(self.count):
-            self.procs.append(subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            self.procs.append(subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                               preexec_fn=_die_with_parent))
         return self.started_at
 
     def pids(self) -> list[int]:

@@ -204,7 +204,10 @@ def write(path: Path, summary: dict[str, Any], info: dict[str, Any], chart: Opti
         f"- date: {info['date']}; commit: {info['commit']}; command: `{info['command']}`; wall time "
         f"{info['wall_s'] / 60:.1f} min",
         f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM; 1-minute load average {info['load_start']:.2f} "
-        f"at the start, {info['load_end']:.2f} at the end (other sessions share these cores)",
+        f"at the start, {info['load_end']:.2f} at the end"
+        + (f", {statistics.median(info['loads']):.2f} median ({min(info['loads']):.2f}–{max(info['loads']):.2f}) "
+           "before each measurement" if info.get("loads") else "")
+        + " (other sessions' tests share these 2 cores; the machine has no idle baseline)",
         f"- PostgreSQL {info['pg_version']} on loopback, "
         + ", ".join(f"{k}={v}" for k, v in sorted(info["pg_settings"].items())) + f"; {info['pgbench']}",
         f"- Punctual: `python app.py`, defaults: " + ", ".join(f"{k}={v}" for k, v in info["defaults"].items()),
