@@ -537,7 +537,7 @@ function renderChart(perMinute, nowIso) {
   });
   // Labels in HTML: the drawing stretches to the card's width, text must not.
   const axis = el("div", { class: "chart-axis", "aria-hidden": "true" },
-    el("span", { text: fmtMinute.format(new Date(start)) }), el("span", { text: `busiest minute: ${max}` }), el("span", { text: "now" }));
+    el("span", { text: fmtMinute.format(new Date(start)) }), el("span", { text: totals.finished + totals.failed + totals.cancelled ? `busiest minute: ${max}` : "nothing ended in the last hour" }), el("span", { text: "now" }));
   $("chart").replaceChildren(root, axis);
 }
 
@@ -550,6 +550,7 @@ function onFilter() {
 
 // Detail dialog.
 let detailId = null;
+let detailState = null;
 
 async function openDetail(id) {
   detailId = id;
@@ -568,10 +569,13 @@ function refreshDetailIf(changes) {
   const change = changes.find((c) => c.id === detailId);
   if (!change) return;
   if (change.state === null) { say($("d-msg"), "This event was deleted.", "warn"); return; }
+  // "Scheduled again." is old news once the event moved on (a refusal stays until the next action).
+  if (change.state !== detailState && !$("d-msg").classList.contains("bad")) say($("d-msg"), "");
   api("GET", `/events/${detailId}`).then(({ data }) => renderDetail(data)).catch(() => {});
 }
 
 function renderDetail(e) {
+  detailState = e.state;
   $("d-title").replaceChildren(`Event ${e.id} `, badge(e.state));
   const fact = (name, value) => [el("dt", { text: name }), el("dd", {}, value)];
   const facts = [
