@@ -124,6 +124,11 @@ class Database:
             keepalives_interval=5,
             keepalives_count=3,
         )
+        # options' timezone=UTC loses to a PGTZ in the environment (libpq sends it as a startup
+        # parameter applied later), so set it explicitly: answers are always in UTC.
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
         conn.autocommit = autocommit
         return conn
 

@@ -36,6 +36,7 @@ Instant = Annotated[
     BeforeValidator(parse_instant),
     WithJsonSchema({"type": "string", "format": "date-time", "example": "2030-01-01T12:00:00+00:00"}),
 ]
+BIGINT_MAX = 2**63 - 1  # ids and cursors are bigint
 Int32 = Annotated[int, Field(ge=-2_147_483_648, le=2_147_483_647)]
 Attempts = Annotated[int, Field(ge=1, le=100)]
 Timeout = Annotated[float, Field(gt=0, le=86_400)]
@@ -129,7 +130,7 @@ class EventQuery(StrictQuery):
     scheduled_after: Optional[Instant] = None
     scheduled_before: Optional[Instant] = None
     limit: int = Field(50, ge=1, le=1000)
-    cursor: Optional[int] = Field(None, ge=0, description="next_cursor of the previous page")
+    cursor: Optional[int] = Field(None, ge=0, le=BIGINT_MAX, description="next_cursor of the previous page")
     order: Literal["desc", "asc"] = "desc"
 
 
@@ -220,7 +221,7 @@ class AlertSent(BaseModel):
 
 class RejectedQuery(StrictQuery):
     limit: int = Field(50, ge=1, le=1000)
-    cursor: Optional[int] = Field(None, ge=0)
+    cursor: Optional[int] = Field(None, ge=0, le=BIGINT_MAX)
 
 
 class RejectedMessage(BaseModel):

@@ -131,11 +131,6 @@ def test_every_form_of_an_instant_is_stored_answered_and_run_identically_whateve
                   f"answers; {len(SOON_OFFSETS)} offsets of one instant ran 0-{worst * 1000:.0f} ms after it")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "db.py Database.connect: the session's zone comes from options='-c timezone=UTC', but libpq also sends PGTZ "
-    "as the TimeZone startup parameter, which the server applies after `options`, so with PGTZ set every "
-    "timestamptz is answered in that zone (e.g. -03:00) instead of UTC. Fix: run SET TIME ZONE 'UTC' on each new "
-    "connection (and/or have routes.answer convert aware datetimes with .astimezone(timezone.utc))."))
 def test_instants_are_answered_in_utc_even_when_pgtz_names_another_zone(db_url, start_app_on):
     app = start_app_on(db_url, PGTZ=CLIENT_ZONE, WORKER_THREADS="2", DB_POOL_SIZE="2", HTTP_THREADS="2")
     answer = requests.post(app.url + "/events", json={"callback": "Addition", "payload": {"x": 1, "y": 1},
