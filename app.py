@@ -106,7 +106,11 @@ def main() -> int:
     if bridge is not None:
         kafka_kind.use_producer(bridge.producer)
     app = create_app(settings, db, engine, metrics, bridge)
+    # connection_limit: waitress stops accepting past 100 open connections by default, which locks out
+    # new clients behind idle keep-alive ones. channel_request_lookahead lets a live stream notice at once
+    # that its browser tab closed, instead of holding its thread until the next heartbeat write fails.
     server = create_server(app, host=settings.host, port=settings.port, threads=settings.http_threads,
+                           connection_limit=settings.http_connection_limit, channel_request_lookahead=1,
                            ident="punctual", clear_untrusted_proxy_headers=True)
     engine.start()
     if bridge is not None:

@@ -36,6 +36,8 @@ class Settings:
     """Requests larger than this are refused with 413 (bytes)."""
     http_threads: int = 16
     """Threads of the WSGI server."""
+    http_connection_limit: int = 1000
+    """Open client connections the WSGI server accepts at once (idle keep-alive ones count)."""
     db_pool_size: int = 20
     """Connections for requests and the engine (the listener has one more of its own)."""
 

@@ -115,3 +115,17 @@ def test_concurrent_clients_creating_and_reading_events_get_no_errors(start_app,
                   f"p99 {result['p99'] * 1000:.0f} ms (create p99 {result['create_p99'] * 1000:.0f} ms), "
                   f"{result['requests'] / result['seconds']:.0f} requests/s, {created / result['seconds']:.0f} events "
                   f"created/s, all {created} ran once ({drain:.1f} s after the load ended)")
+
+
+def test_more_than_a_hundred_open_client_connections_do_not_lock_out_a_new_client(start_app):
+    import socket
+
+    app = start_app()
+    idle = [socket.create_connection(("127.0.0.1", app.port), 5) for _ in range(110)]  # keep-alive clients
+    try:
+        started = time.monotonic()
+        answer = requests.get(app.url + "/health", timeout=5)
+        assert answer.status_code == 200 and time.monotonic() - started < 5
+    finally:
+        for sock in idle:
+            sock.close()
