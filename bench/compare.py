@@ -360,6 +360,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                              "--results is given")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    parser.add_argument("--tree", choices=["head", "worktree"], default="head",
+                        help="run Punctual from a snapshot of HEAD (default) or from the working tree as it is")
     parser.add_argument("--results", type=Path, default=None, help="report file (default bench/RESULTS.md)")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
@@ -372,6 +374,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     # A SIGTERM unwinds like Ctrl-C, so the benchmark databases are dropped and the apps stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = Sizes(args.quick)
+    commit = punctual.git_commit()
+    snapshot_dir = None
+    if args.tree == "head":
+        # Other people edit the working tree while this runs for 15 minutes; measure one fixed commit instead.
+        snapshot_dir = tempfile.TemporaryDirectory(prefix="punctual-snapshot-")
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", snapshot_dir.name], input=archive, check=True)
+        punctual.ROOT = Path(snapshot_dir.name)
+        commit = commit.split(" ")[0] + " (HEAD, a snapshot: uncommitted changes not measured)"
     if any(s != "punctual" for s in systems):
         ensure_peers_venv()
     server = punctual.Server.find(os.environ.get("BENCH_DATABASE_URL", punctual.DEFAULT_URL))
@@ -424,7 +435,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     info = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": punctual.git_commit(),
+        "commit": commit,
         "machine": punctual.machine(),
         "pg_version": server.version(),
         "pg_settings": server.settings(),
