@@ -59,6 +59,7 @@ class Outcome:
     error: str | None = None
     retry_delay: float = 0.0
     duration: float = 0.0
+    started: float | None = None  # when a worker began it (epoch seconds); the claim may be earlier
 
 
 def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[dict[str, Any]]:
@@ -82,18 +83,19 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
                                          THEN clock_timestamp() + make_interval(secs => v.delay)
                                          ELSE e.scheduled_for END,
                     finished_at = CASE WHEN v.ok OR e.attempts >= e.max_attempts THEN clock_timestamp() END,
+                    started_at = COALESCE(to_timestamp(v.started), e.started_at),
                     lease_until = NULL,
                     updated_at = clock_timestamp()
-                FROM (VALUES %s) AS v(id, attempt, worker, ok, result, error, delay), callbacks c
+                FROM (VALUES %s) AS v(id, attempt, worker, ok, result, error, delay, started), callbacks c
                 WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = v.worker
                   AND c.id = e.callback_id
                 RETURNING {_RETURNING}, e.last_error, e.result, e.finished_at, e.scheduled_for AS next_run""",
             [
                 (o.event_id, o.attempt, worker, o.ok,
-                 json.dumps(o.result) if o.ok else None, o.error, o.retry_delay)
+                 json.dumps(o.result) if o.ok else None, o.error, o.retry_delay, o.started)
                 for o in outcomes
             ],
-            template="(%s::bigint, %s::int, %s::text, %s::boolean, %s::text, %s::text, %s::float8)",
+            template="(%s::bigint, %s::int, %s::text, %s::boolean, %s::text, %s::text, %s::float8, %s::float8)",
             page_size=len(outcomes),
             fetch=True,
         )

@@ -72,6 +72,7 @@ class _Running:
     row: dict[str, Any]
     leased: float = 0.0  # monotonic time its lease (timeout + grace) was last set from
     started: float = 0.0
+    started_wall: float | None = None  # epoch seconds, written as started_at with the outcome
     deadline: float = float("inf")
     thread: threading.Thread | None = None
     timed_out: bool = False
@@ -89,8 +90,10 @@ class Executor:
         self.settings = settings
         self.metrics = metrics
         self.worker = settings.instance_name
-        # Claimed attempts may wait locally for a free worker; this bounds how many.
-        self.capacity = settings.worker_threads + settings.claim_batch
+        # Claimed attempts may wait locally for a free worker: at most one per worker, enough to hide
+        # the claim's round trip, few enough that nothing waits long behind a slow callback (and a
+        # crash strands few claims that never started).
+        self.capacity = settings.worker_threads * 2
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._claiming = True
@@ -216,7 +219,6 @@ class Executor:
                 self._inflight[(row["id"], row["attempts"])] = _Running(row, leased=time.monotonic())
         with audit.batch():
             for row in rows:
-                self.metrics.lateness.observe(max((row["started_at"] - row["scheduled_for"]).total_seconds(), 0.0))
                 audit.record("attempt_started", row, worker=self.worker, scheduled_for=row["scheduled_for"],
                              started_at=row["started_at"])
         for row in rows:
@@ -268,7 +270,10 @@ class Executor:
             else:
                 stopping = False
                 entry.started = time.monotonic()
+                entry.started_wall = time.time()
                 entry.deadline = entry.started + row["timeout_seconds"]
+                # Lateness as the callback sees it: from scheduled_for to a worker beginning it.
+                self.metrics.lateness.observe(max(entry.started_wall - row["scheduled_for"].timestamp(), 0.0))
                 entry.thread = threading.current_thread()
         if stopping:
             self._release([row], "released: instance shutting down before the attempt started")
@@ -296,7 +301,7 @@ class Executor:
                         exc_info=True)
         duration = time.monotonic() - entry.started
         crashpoints.reached("before_outcome")
-        outcome = self._outcome(row, ok, result, error, duration)
+        outcome = self._outcome(row, ok, result, error, duration, entry.started_wall)
         with self._lock:
             entry = self._inflight.pop(key, None)
             if entry is None or entry.timed_out:
@@ -367,11 +372,12 @@ class Executor:
         if lost:
             self._wake.set()
 
-    def _outcome(self, row: dict[str, Any], ok: bool, result: Any, error: str | None, duration: float) -> Outcome:
+    def _outcome(self, row: dict[str, Any], ok: bool, result: Any, error: str | None, duration: float,
+                 started: float | None) -> Outcome:
         delay = attempts.retry_delay(row["attempts"], self.settings.retry_base_seconds,
                                      self.settings.retry_max_seconds)
         return Outcome(row["id"], row["attempts"], ok, result, None if error is None else clean_error(error),
-                       0.0 if ok else delay, duration)
+                       0.0 if ok else delay, duration, started)
 
     # -- completer ----------------------------------------------------------------------
 
@@ -437,7 +443,7 @@ class Executor:
                                              self.settings.retry_max_seconds)
                 self._write([Outcome(outcome.event_id, outcome.attempt, False, None,
                                      clean_error(f"outcome not recorded: {type(exc).__name__}: {exc}"),
-                                     delay, outcome.duration)])
+                                     delay, outcome.duration, outcome.started)])
 
     def _write(self, outcomes: list[Outcome]) -> None:
         rows = attempts.record_outcomes(self.db, self.worker, outcomes)
@@ -473,7 +479,7 @@ class Executor:
                     # Queued while still under the lock, for the same reason as in _run.
                     self._outcomes.put(self._outcome(entry.row, False, None,
                                                      f"timed out after {entry.row['timeout_seconds']:g} s",
-                                                     now - entry.started))
+                                                     now - entry.started, entry.started_wall))
         for entry in expired:
             row = entry.row
             log.warning("event %s attempt %s timed out after %g s; its thread is abandoned and replaced",

@@ -63,12 +63,6 @@ def test_slow_webhooks_outnumbering_the_workers_leave_other_events_on_time(start
     assert late["worst"] < LATENESS_BOUND, late
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "controllers/attempts.py claim_due sets events.started_at at the claim, and Executor._accept "
-    "(engine/executor.py) observes punctual_lateness_seconds and writes attempt_started then; an attempt that "
-    "waits in the local queue for a free worker reports ~0 lateness although its handler ran seconds later. Fix: "
-    "set started_at, observe lateness and write attempt_started when a worker begins the attempt (Executor._run), "
-    "e.g. one batched UPDATE of started_at per round of starts."))
 def test_started_at_is_when_the_handler_really_started_even_after_waiting_for_a_worker(start_app, db_url, webhook):
     late = _run(start_app, db_url, webhook, slow=WORKERS * 2)
     assert late["started_at_error"] < LATENESS_BOUND, late
