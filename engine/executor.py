@@ -32,6 +32,7 @@ log = logging.getLogger("punctual.executor")
 
 DB_ERRORS = (Unavailable, *CONNECTION_ERRORS)
 _STOP = object()
+PREFETCH_WINDOW = 0.05  # seconds of work claimed ahead of the workers (see Executor.capacity)
 MAX_ERROR_CHARS = 4000  # last_error and history keep this much of an error message
 
 
@@ -90,10 +91,9 @@ class Executor:
         self.settings = settings
         self.metrics = metrics
         self.worker = settings.instance_name
-        # Claimed attempts may wait locally for a free worker: at most one per worker, enough to hide
-        # the claim's round trip, few enough that nothing waits long behind a slow callback (and a
-        # crash strands few claims that never started).
-        self.capacity = settings.worker_threads * 2
+        # Mean run time of recent attempts (seconds); starts pessimistic, so a new instance claims little
+        # ahead until it knows its callbacks are quick.
+        self._mean_run = 0.05
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._claiming = True
@@ -112,6 +112,18 @@ class Executor:
         self.last_claim_error: str | None = None
 
     # -- life cycle ---------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Attempts this instance may hold: one per worker, plus what the workers will get through
+        within PREFETCH_WINDOW at the recent pace (at least 1, at most claim_batch).
+
+        Claiming ahead hides the claim's round trip when callbacks are quick (thousands a second);
+        with slow callbacks it shrinks to one, so nothing waits long for a worker behind a slow
+        webhook and a crash strands few claims that never started.
+        """
+        ahead = int(self.settings.worker_threads * PREFETCH_WINDOW / max(self._mean_run, 1e-5))
+        return self.settings.worker_threads + max(1, min(self.settings.claim_batch, ahead))
 
     def start(self) -> None:
         for _ in range(self.settings.worker_threads):
@@ -300,6 +312,7 @@ class Executor:
             log.warning("callback %s raised on event %s attempt %s", row["callback"], row["id"], row["attempts"],
                         exc_info=True)
         duration = time.monotonic() - entry.started
+        self._mean_run = 0.9 * self._mean_run + 0.1 * duration  # unlocked: a lost update only blurs the mean
         crashpoints.reached("before_outcome")
         outcome = self._outcome(row, ok, result, error, duration, entry.started_wall)
         with self._lock:
