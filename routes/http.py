@@ -94,10 +94,15 @@ def check_body() -> None:
 
 
 def check_query() -> None:
-    """A query parameter given twice is refused: which of the two wins is a guess the client never sees."""
+    """A query parameter given twice is refused: which of the two wins is a guess the client never sees.
+    Values PostgreSQL cannot take as text (NUL, lone surrogates) are refused before any query sees them."""
     repeated = sorted(key for key in request.args if len(request.args.getlist(key)) > 1)
     if repeated:
         raise Invalid(f"query parameters given more than once: {', '.join(repeated)}", {"repeated": repeated})
+    for key, value in request.args.items():
+        problem = _unstorable(key) or _unstorable(value)
+        if problem:
+            raise Invalid(f"query parameter {key[:40]!r}: {problem.removeprefix('$: ')}", {"parameter": key[:40]})
 
 
 def _validation_error(exc: ValidationError):

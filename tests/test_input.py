@@ -420,3 +420,12 @@ def test_a_row_locked_past_lock_timeout_answers_409_and_keeps_the_connection(set
         holder.close()
     assert client.put(f"/events/{event['id']}", json={"priority": 9}).json["priority"] == 9
     database.close()
+
+
+def test_query_parameters_postgres_cannot_hold_are_422_not_500(client):
+    """Found by schemathesis: a NUL in a query string used to reach psycopg2 and answer 500."""
+    for query in ("callback=a%00b", "state=%00", "scheduled_before=2030-01-01T00:00:00%00Z"):
+        answer = client.get(f"/events?{query}")
+        assert answer.status_code == 422, (query, answer.status_code, answer.json)
+        assert answer.json["error"]["code"] == "invalid"
+    assert client.get("/rejected-messages?limit=5&x%00=1").status_code == 422
