@@ -70,9 +70,9 @@ class Sizes:
         self.w5_settle = 5.0 if quick else 40.0
         self.w6_instances = (1, 2, 4)
         # A peer slower than this is stopped there and its rate is done/elapsed (marked capped).
-        self.cap_w1 = 10.0 if quick else 20.0
-        self.cap_w4 = 10.0 if quick else 20.0
-        self.cap_w6 = 8.0 if quick else 10.0
+        self.cap_w1 = 10.0 if quick else 12.0
+        self.cap_w4 = 10.0 if quick else 12.0
+        self.cap_w6 = 8.0
         self.pgbench_seconds = 3 if quick else 8
         self.kafka_alerts = 500 if quick else 5_000
         self.manual_events = 300 if quick else 2_000

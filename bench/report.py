@@ -132,7 +132,9 @@ def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
         cells = []
         for s in systems:
             entry = summary.get(workload, {}).get(s, {}).get(variant)
-            cells.append(cell(_get(summary, workload, s, variant, metric), unit, digits, entry) if entry else "—")
+            # Only a rate can be capped; the other figures of a capped run are complete.
+            shown = entry if metric == "rate" else {"errors": entry.get("errors")} if entry else None
+            cells.append(cell(_get(summary, workload, s, variant, metric), unit, digits, shown) if entry else "—")
         rows.append([label, *cells])
 
     row("W1 throughput, 20,000 due (events/s)", "W1", "rate", "", 0)
