@@ -17,28 +17,52 @@ from db import Database
 
 # Rows the engine needs to run an attempt and to audit it.
 _RETURNING = """e.id, e.payload, e.attempts, e.max_attempts, e.scheduled_for, e.started_at, e.priority,
-                e.state, e.worker, c.name AS callback, c.kind, c.target, c.config, c.timeout_seconds"""
+                e.state, e.worker, e.callback_id, c.name AS callback, c.kind, c.target, c.config, c.timeout_seconds"""
 
 
-def claim_due(db: Database, worker: str, limit: int, lease_grace: float) -> list[dict[str, Any]]:
-    """Claim up to `limit` due events (highest priority first) for this instance, under a lease."""
+def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
+              held: dict[int, int] | None = None, cap: int | None = None,
+              uncapped: list[int] | None = None) -> list[dict[str, Any]]:
+    """Claim up to `limit` due events (highest priority first) for this instance, under a lease.
+
+    With `cap`, no callback outside `uncapped` may hold more than `cap` attempts here (counting
+    `held`, callback id -> attempts this instance holds): slow callbacks cannot take every worker,
+    so other events stay on time. Callbacks at their cap are skipped, not scanned.
+    """
+    held = held or {}
+    if cap is None:
+        cap = limit
+    uncapped = uncapped or []
+    full = [cid for cid, n in held.items() if n >= cap and cid not in uncapped]
     return db.query(
         f"""WITH due AS (
-                SELECT e.id FROM events e
+                SELECT e.id, e.callback_id, e.priority, e.scheduled_for FROM events e
                 WHERE e.state = 'scheduled' AND e.scheduled_for <= now()
+                  AND e.callback_id <> ALL(%(full)s::bigint[])
                   AND NOT EXISTS (SELECT 1 FROM callbacks m WHERE m.id = e.callback_id AND m.kind = 'manual')
                 ORDER BY e.priority DESC, e.scheduled_for, e.id
-                LIMIT %s
+                LIMIT %(scan)s
                 FOR UPDATE OF e SKIP LOCKED
+            ), ranked AS (
+                SELECT due.*, row_number() OVER (PARTITION BY callback_id
+                                                 ORDER BY priority DESC, scheduled_for, id) AS nth
+                FROM due
+            ), pick AS (
+                SELECT r.id FROM ranked r
+                LEFT JOIN unnest(%(held_ids)s::bigint[], %(held_n)s::int[]) AS h(callback_id, n) USING (callback_id)
+                WHERE r.callback_id = ANY(%(uncapped)s::bigint[]) OR r.nth + COALESCE(h.n, 0) <= %(cap)s
+                ORDER BY r.priority DESC, r.scheduled_for, r.id
+                LIMIT %(limit)s
             )
             UPDATE events e
-               SET state = 'running', attempts = e.attempts + 1, worker = %s,
+               SET state = 'running', attempts = e.attempts + 1, worker = %(worker)s,
                    started_at = clock_timestamp(), updated_at = clock_timestamp(),
-                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %s)
-              FROM due, callbacks c
-             WHERE e.id = due.id AND c.id = e.callback_id
+                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %(grace)s)
+              FROM pick, callbacks c
+             WHERE e.id = pick.id AND c.id = e.callback_id
             RETURNING {_RETURNING}""",
-        (limit, worker, lease_grace),
+        {"full": full, "scan": limit + cap, "held_ids": list(held), "held_n": list(held.values()),
+         "uncapped": uncapped, "cap": cap, "limit": limit, "worker": worker, "grace": lease_grace},
     )
 
 

@@ -10,6 +10,7 @@ Three kinds of thread, each with a clean stop and a bounded wait:
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import json
 import logging
 import queue
@@ -94,6 +95,7 @@ class Executor:
         # Mean run time of recent attempts (seconds); starts pessimistic, so a new instance claims little
         # ahead until it knows its callbacks are quick.
         self._mean_run = 0.05
+        self._callback_mean: dict[int, float] = {}  # callback id -> mean run time of its recent attempts
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._claiming = True
@@ -214,15 +216,23 @@ class Executor:
         log.info("dispatcher stopped")
 
     def _claim_available(self) -> None:
+        cap = max(1, self.settings.worker_threads // 2)
         while self._claiming:
             free = self.capacity - self.inflight
             if free <= 0:
                 return
             limit = min(free, self.settings.claim_batch)
-            rows = attempts.claim_due(self.db, self.worker, limit, self.settings.lease_grace_seconds)
+            with self._lock:
+                held = Counter(entry.row["callback_id"] for entry in self._inflight.values())
+            # Callbacks known to be quick may take every worker; the others (slow, or not yet seen
+            # finishing) hold at most half of them, so a burst of slow webhooks cannot make
+            # everything else wait.
+            quick = [cid for cid, mean in self._callback_mean.items() if mean <= PREFETCH_WINDOW]
+            rows = attempts.claim_due(self.db, self.worker, limit, self.settings.lease_grace_seconds,
+                                      held=dict(held), cap=cap, uncapped=quick)
             if rows:
                 self._accept(rows)
-            if len(rows) < limit:
+            if not rows or (len(rows) < limit and all(r["callback_id"] in quick for r in rows)):
                 return
 
     def _accept(self, rows: list[dict[str, Any]]) -> None:
@@ -312,7 +322,10 @@ class Executor:
             log.warning("callback %s raised on event %s attempt %s", row["callback"], row["id"], row["attempts"],
                         exc_info=True)
         duration = time.monotonic() - entry.started
-        self._mean_run = 0.9 * self._mean_run + 0.1 * duration  # unlocked: a lost update only blurs the mean
+        # Unlocked: a lost update only blurs a mean.
+        self._mean_run = 0.9 * self._mean_run + 0.1 * duration
+        previous = self._callback_mean.get(row["callback_id"])
+        self._callback_mean[row["callback_id"]] = duration if previous is None else 0.8 * previous + 0.2 * duration
         crashpoints.reached("before_outcome")
         outcome = self._outcome(row, ok, result, error, duration, entry.started_wall)
         with self._lock:
@@ -495,6 +508,7 @@ class Executor:
                                                      now - entry.started, entry.started_wall))
         for entry in expired:
             row = entry.row
+            self._callback_mean[row["callback_id"]] = float(row["timeout_seconds"])  # hangs: slow by any measure
             log.warning("event %s attempt %s timed out after %g s; its thread is abandoned and replaced",
                         row["id"], row["attempts"], row["timeout_seconds"])
             self.metrics.attempts.labels("timeout").inc()

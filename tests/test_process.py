@@ -163,10 +163,13 @@ def _stop_while_one_runs_and_others_wait(start_app, db_url, signum: int, **env: 
     worker, as the executor claims one ahead per worker); then the signal."""
     app = start_app(WORKER_THREADS="1", SHUTDOWN_GRACE_SECONDS="5", **env)
     make_callback(app, "rec")
+    # The others use a second callback: a slow callback not yet seen finishing may hold only half the
+    # workers (here: the one running), so its own later events would not be claimed ahead.
+    make_callback(app, "rec2")
     slow = make_event(app, "rec", {"sleep": 2})
     wait_for(lambda: executions(db_url, [slow])[slow] == [1], 10, 0.02, "the slow attempt to start")
     others = [e["id"] for e in api(app, "POST", "/events/batch",
-                                   {"events": [{"callback": "rec", "payload": {"n": i}} for i in range(5)]},
+                                   {"events": [{"callback": "rec2", "payload": {"n": i}} for i in range(5)]},
                                    201)["events"]]
     wait_for(lambda: "running" in states(db_url, others).values(), 5, 0.02, "one more due event to be claimed")
     assert executions(db_url, others) == {i: [] for i in others}, "the test needs them claimed but not started"

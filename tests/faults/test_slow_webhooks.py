@@ -49,12 +49,6 @@ def test_slow_webhooks_holding_half_the_workers_leave_other_events_on_time(start
     assert late["worst"] < LATENESS_BOUND, late
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/executor.py: one pool of WORKER_THREADS runs every kind, and the dispatcher claims up to "
-    "worker_threads + claim_batch attempts into one local queue ordered by (priority, scheduled_for), so slow "
-    "webhooks that outnumber the workers make every event due after them wait for the whole backlog (p50 ~4.7 s "
-    "late here). Fix: cap the workers one callback may hold (per-callback concurrency, e.g. workers // 2) or run "
-    "webhooks on their own pool, and claim no more than there are free workers so other instances take the rest."))
 def test_slow_webhooks_outnumbering_the_workers_leave_other_events_on_time(start_app, db_url, webhook):
     late = _run(start_app, db_url, webhook, slow=WORKERS * 2)
     record_figure(f"{WORKERS * 2} webhooks answering in {SLOW_SECONDS:.0f} s, {WORKERS} workers",
