@@ -8,7 +8,6 @@ redelivers the batch, and the kafka_messages primary key makes it a no-op.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from typing import Any, Callable
@@ -20,6 +19,7 @@ from kafka.structs import OffsetAndMetadata
 import crashpoints
 from config import Settings
 from controllers.ingest import Message, ingest
+from backoff import Backoff
 from db import CONNECTION_ERRORS, Database
 from errors import Unavailable
 
@@ -72,7 +72,7 @@ class AlertConsumer:
     def _run(self) -> None:
         log.info("Kafka consumer started (%s, %s)", self.settings.kafka_alerts_topic,
                  self.settings.kafka_schedules_topic)
-        backoff = 0.5
+        backoff = Backoff(0.5, self.settings.reconnect_max_seconds)
         while not self._stop.is_set():
             consumer = None
             try:
@@ -84,7 +84,7 @@ class AlertConsumer:
                     records = consumer.poll(timeout_ms=500)
                     if records:
                         self._handle(consumer, records)
-                        backoff = 0.5
+                        backoff.reset()
                     self._measure_lag(consumer)
             except (KafkaError, Unavailable, *CONNECTION_ERRORS) as exc:
                 # KafkaError covers NoBrokersAvailable (2.x) and KafkaTimeoutError (3.x).
@@ -101,10 +101,9 @@ class AlertConsumer:
                         pass
             if self._stop.is_set():
                 break
-            delay = backoff * random.uniform(0.5, 1.0)
+            delay = backoff.next()
             log.warning("Kafka consumer down (%s); reconnecting in %.1f s", self.last_error, delay)
             self._stop.wait(delay)
-            backoff = min(backoff * 2, self.settings.reconnect_max_seconds)
         log.info("Kafka consumer stopped")
 
     def _handle(self, consumer: KafkaConsumer, records: dict[TopicPartition, list[Any]]) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import select
 import threading
 import time
 from datetime import datetime
 from typing import Any, Callable
 
+from backoff import Backoff
 from db import CONNECTION_ERRORS, Database
 from metrics import Metrics
 
@@ -104,7 +104,7 @@ class Listener:
 
     def _run(self) -> None:
         log.info("listener started")
-        backoff = 0.1
+        backoff = Backoff(0.1, self.reconnect_max)
         first = True
         while not self._stop.is_set():
             conn = None
@@ -127,7 +127,7 @@ class Listener:
                 else:
                     log.info("listening on %s (backend %s)", CHANNEL, self.backend_pid)
                 first = False
-                backoff = 0.1
+                backoff.reset()
                 self._listen(conn)
             except CONNECTION_ERRORS as exc:
                 self.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
@@ -144,10 +144,9 @@ class Listener:
                         pass
             if self._stop.is_set():
                 break
-            delay = backoff * random.uniform(0.5, 1.0)
+            delay = backoff.next()
             log.warning("listener lost its connection (%s); reconnecting in %.2f s", self.last_error, delay)
             self._stop.wait(delay)
-            backoff = min(backoff * 2, self.reconnect_max)
         log.info("listener stopped")
 
     def _listen(self, conn) -> None:

@@ -11,7 +11,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import psycopg2
 import psycopg2.extras
@@ -28,6 +29,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message or predicate}: last={last!r}")
+
+
+@contextmanager
+def running_engine(db: Any, settings: Any, **changes: Any) -> Iterator[Any]:
+    """An engine in this process with its own settings, always stopped."""
+    from engine import Engine
+    from metrics import Metrics
+
+    eng = Engine(db, settings.with_(**changes), Metrics())
+    eng.start()
+    try:
+        assert eng.listener.connected.wait(10), "listener did not connect"
+        yield eng
+    finally:
+        eng.stop()
 
 
 def free_port() -> int:

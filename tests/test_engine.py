@@ -5,19 +5,16 @@ from expired leases, and are finished or released when the engine stops."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg2
 from psycopg2.extras import Json
 
-from config import Settings
 from controllers import attempts
-from db import Database
 from engine import Engine
 from metrics import Metrics
-from tests.helpers import sql, wait_for
+from tests.helpers import running_engine, sql, wait_for
 
 LATENESS = 1.0  # generous: tests prove "on time, never early"; bench/ measures the real lateness
 
@@ -75,16 +72,6 @@ def audit_lines(log_dir) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@contextmanager
-def running_engine(db: Database, settings: Settings, **changes: Any) -> Iterator[Engine]:
-    """An engine with its own settings, always stopped."""
-    eng = Engine(db, settings.with_(**changes), Metrics())
-    eng.start()
-    try:
-        assert eng.listener.connected.wait(10), "listener did not connect"
-        yield eng
-    finally:
-        eng.stop()
 
 
 def iso_in(seconds: float) -> str:

@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import select
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg2
 from psycopg2.extras import Json
 
-from config import Settings
-from db import Database
-from engine import Engine
 from engine.listener import CHANNEL, parse_notification
-from metrics import Metrics
-from tests.helpers import sql, wait_for
+from tests.helpers import running_engine, sql, wait_for
 
 LATENESS = 1.0
 
@@ -52,15 +47,6 @@ def assert_on_time(event: dict[str, Any]) -> None:
     assert 0 <= late < LATENESS, f"event {event['id']} started {late:+.3f} s from its time"
 
 
-@contextmanager
-def running_engine(db: Database, settings: Settings, **changes: Any) -> Iterator[Engine]:
-    eng = Engine(db, settings.with_(**changes), Metrics())
-    eng.start()
-    try:
-        assert eng.listener.connected.wait(10), "listener did not connect"
-        yield eng
-    finally:
-        eng.stop()
 
 
 def test_a_terminated_listen_connection_reconnects_and_events_inserted_meanwhile_still_run_on_time(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings as hsettings
