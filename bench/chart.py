@@ -28,7 +28,8 @@ def bars(ax, summary: dict, workload: str, metric: str, title: str, unit: str, l
         s = stat(summary, workload, key, "", (metric_for or {}).get(key, metric))
         if s is None:
             continue
-        names.append(name)
+        capped = metric == "rate" and summary.get(workload, {}).get(key, {}).get("", {}).get("capped")
+        names.append(name + ("\n(capped)" if capped else ""))
         values.append(s["median"])
         lows.append(s["median"] - s["min"])
         highs.append(s["max"] - s["median"])
