@@ -165,9 +165,20 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent_idx ON outbox (id) WHERE sent_at IS NULL;
 
+-- Switches shared by all instances. 'outbox' is set by an instance whose Kafka bridge is on: until
+-- then no outbox rows are written, so a deployment without Kafka never accumulates them. (Stopped
+-- using Kafka for good? DELETE FROM punctual_flags WHERE name = 'outbox'.)
+CREATE TABLE IF NOT EXISTS punctual_flags (
+    name   text PRIMARY KEY,
+    set_at timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE OR REPLACE FUNCTION punctual_write_outbox() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM punctual_flags WHERE name = 'outbox') THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO outbox (event_id, body)
     SELECT NEW.id, jsonb_build_object(
         'event_id', NEW.id, 'callback', c.name, 'state', NEW.state, 'attempts', NEW.attempts,

@@ -67,6 +67,8 @@ class AlertConsumer:
             session_timeout_ms=session,
             heartbeat_interval_ms=max(session // 3, 100),
             request_timeout_ms=max(30_000, session + 5_000),
+            bootstrap_timeout_ms=10_000,  # then retry with backoff, logging it, rather than wait silently
+
         )
 
     def _run(self) -> None:

@@ -25,7 +25,7 @@ BATCH = 500
 
 class OutboxRelay:
     def __init__(self, db: Database, producer: Producer, topic: str, period: float = 0.5,
-                 retention_hours: float = 24.0, reconnect_max: float = 10.0) -> None:
+                 retention_hours: float = 1.0, reconnect_max: float = 10.0) -> None:
         self.db = db
         self.producer = producer
         self.topic = topic
@@ -40,6 +40,8 @@ class OutboxRelay:
         self.pending: int | None = None
 
     def start(self) -> None:
+        # From now on terminal state changes write outbox rows (see punctual_flags in database.sql).
+        self.db.query("INSERT INTO punctual_flags (name) VALUES ('outbox') ON CONFLICT DO NOTHING")
         self._thread.start()
 
     def stop(self) -> None:

@@ -16,7 +16,7 @@ Headers = list[tuple[str, bytes]]
 
 
 class Producer:
-    def __init__(self, bootstrap_servers: str, timeout: float = 10.0) -> None:
+    def __init__(self, bootstrap_servers: str, timeout: float = 5.0) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.timeout = timeout
         self._producer: Optional[KafkaProducer] = None
@@ -33,6 +33,9 @@ class Producer:
                     linger_ms=2,
                     max_block_ms=int(self.timeout * 1000),
                     request_timeout_ms=int(self.timeout * 1000),
+                    # kafka-python 3 waits 30 s for a first broker by default, even in the constructor:
+                    # an API request (POST /alerts) must get its 503 sooner.
+                    bootstrap_timeout_ms=int(self.timeout * 1000),
                     client_id="punctual",
                 )
             return self._producer

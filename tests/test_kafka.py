@@ -208,3 +208,15 @@ def test_a_kafka_callback_produces_its_payload_with_key_and_headers_and_a_broker
     failed = wait_for(lambda: (r := requests.get(f"{app.url}/events/{failing['id']}", timeout=5).json())["state"]
                       == "failed" and r, 90, 0.5, "both attempts to fail while the broker is down")
     assert failed["attempts"] == 2 and "Kafka did not acknowledge" in failed["last_error"]
+
+
+def test_without_a_bridge_no_outbox_rows_pile_up_and_the_first_bridge_turns_the_outbox_on(live_client, db_url):
+    """A deployment without Kafka must not grow an outbox nobody relays."""
+    done = live_client.post("/events", json={"callback": "Addition", "payload": {"x": 1, "y": 1}}).json["id"]
+    wait_for(lambda: live_client.get(f"/events/{done}").json["state"] == "finished", 10)
+    assert _count(db_url, "SELECT count(*) AS n FROM outbox") == 0
+
+    sql(db_url, "INSERT INTO punctual_flags (name) VALUES ('outbox')")  # as OutboxRelay.start does
+    later = live_client.post("/events", json={"callback": "Addition", "payload": {"x": 2, "y": 2}}).json["id"]
+    wait_for(lambda: live_client.get(f"/events/{later}").json["state"] == "finished", 10)
+    assert sql(db_url, "SELECT event_id FROM outbox") == [{"event_id": later}]
