@@ -389,6 +389,16 @@ class Profiler:
                 self.proc.kill()
 
 
+def drain_summary(probe: Probe) -> tuple[Any, Any, int, int]:
+    """After a drain: last finished_at and first started_at (epoch), failed and finished counts; closes the probe."""
+    last_finished, first_started, failed = probe.one(
+        "SELECT extract(epoch FROM max(finished_at)), extract(epoch FROM min(started_at)),"
+        " count(*) FILTER (WHERE state = 'failed') FROM events")
+    finished = probe.count("finished")
+    probe.close()
+    return last_finished, first_started, failed, finished
+
+
 def wait_all_done(probe: Probe, total: int, timeout: float) -> tuple[bool, float]:
     """Poll count(*) until `total` events are terminal; returns (all done, wall time when seen)."""
     ok = wait_until(lambda: probe.done() >= total, timeout, 0.02)
@@ -414,11 +424,7 @@ def w1_throughput(ctx: Context) -> dict[str, Any]:
         ok, t_seen = wait_all_done(probe, n, timeout=max(120.0, n / 100))
         cpu_used = cpu.stop()
         profiler.stop()
-        last_finished, first_started, failed = probe.one(
-            "SELECT extract(epoch FROM max(finished_at)), extract(epoch FROM min(started_at)),"
-            " count(*) FILTER (WHERE state = 'failed') FROM events")
-        finished = probe.count("finished")
-        probe.close()
+        last_finished, first_started, failed, finished = drain_summary(probe)
         end = float(last_finished) if last_finished is not None else t_seen
         total = end - t0
         return {
@@ -545,11 +551,7 @@ def w4_recovery(ctx: Context) -> dict[str, Any]:
         ok, t_seen = wait_all_done(probe, n, timeout=max(300.0, n / 100))
         cpu_used = cpu.stop()
         profiler.stop()
-        last_finished, first_started, failed = probe.one(
-            "SELECT extract(epoch FROM max(finished_at)), extract(epoch FROM min(started_at)),"
-            " count(*) FILTER (WHERE state = 'failed') FROM events")
-        finished = probe.count("finished")
-        probe.close()
+        last_finished, first_started, failed, finished = drain_summary(probe)
         end = float(last_finished) if last_finished is not None else t_seen
         first = float(first_started) if first_started is not None else None
         return {

@@ -144,11 +144,11 @@ def live_client(settings, db, engine):
 
 
 @pytest.fixture
-def start_app(db_url, tmp_path):
-    """Start `python app.py` processes on this test's database; all are killed at the end."""
+def start_app_on(tmp_path):
+    """Start `python app.py` processes on any database URL; all are killed at the end."""
     started: list[AppProcess] = []
 
-    def start(**env: str) -> AppProcess:
+    def start(db_url: str, **env: str) -> AppProcess:
         proc = AppProcess(ROOT, db_url, tmp_path / f"app{len(started)}", free_port(), env)
         started.append(proc)
         proc.start()
@@ -157,6 +157,12 @@ def start_app(db_url, tmp_path):
     yield start
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture
+def start_app(db_url, start_app_on):
+    """Start `python app.py` processes on this test's database; all are killed at the end."""
+    return lambda **env: start_app_on(db_url, **env)
 
 
 @pytest.fixture

@@ -173,24 +173,6 @@ def own_db_url(own_pg, request):
         own_pg.start()
 
 
-@pytest.fixture
-def start_app_on(tmp_path):
-    """Start `python app.py` processes on any database URL; all are killed at the end."""
-    from tests.conftest import ROOT
-
-    started: list[AppProcess] = []
-
-    def start(db_url: str, **env: str) -> AppProcess:
-        proc = AppProcess(ROOT, db_url, tmp_path / f"app{len(started)}", free_port(), env)
-        started.append(proc)
-        proc.start()
-        return proc
-
-    yield start
-    for proc in started:
-        proc.kill()
-
-
 def wait_ok(db_url: str, query: str, timeout: float, message: str) -> None:
     """Wait until `query` (one row, column ok) is true."""
     wait_for(lambda: sql(db_url, query)[0]["ok"], timeout, 0.1, message)
