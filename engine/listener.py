@@ -13,7 +13,7 @@ import os
 import select
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from backoff import Backoff
@@ -25,37 +25,41 @@ log = logging.getLogger("punctual.listener")
 CHANNEL = "punctual_events"
 
 
-def parse_notification(payload: str) -> int | None:
-    """The event id in a notification, or None (logged) for anything we did not send."""
-    try:
-        data = json.loads(payload)
-        event_id = data["id"]
-        if isinstance(event_id, int) and not isinstance(event_id, bool):
-            return event_id
-    except (ValueError, TypeError, KeyError):
-        pass
-    log.warning("ignoring unexpected notification payload %r", payload[:200])
-    return None
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def notification_hint(payload: str) -> dict[str, Any] | None:
-    """What our trigger says of the event (id, state, scheduled_for), or None when it says less.
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    A DELETE carries no state: the row is gone, so its timer goes. Anything unexpected yields
-    None, and the caller reads the row instead of trusting the payload.
+
+def parse_notification(payload: str) -> dict[int, dict[str, Any] | None]:
+    """The events a notification of ours names, each with what it says of it, in the trigger's
+    format (database.sql, punctual_notify); {} (logged) for anything we did not send.
+
+    A hint is {"id", "state", "scheduled_for"}, with state None for a deleted row (its timer goes);
+    a hint of None means the payload said too little, and the caller reads the row instead.
     """
     try:
         data = json.loads(payload)
-        if data.get("op") == "DELETE":
-            return {"id": data["id"], "state": None, "scheduled_for": None}
-        state, at = data.get("state"), data.get("at")
-        if isinstance(state, str) and isinstance(at, str):
-            when = datetime.fromisoformat(at)
-            if when.tzinfo is not None:
-                return {"id": data["id"], "state": state, "scheduled_for": when}
-    except (ValueError, TypeError, KeyError, AttributeError):
+        ids = data["ids"]
+        if isinstance(ids, list) and ids and all(_valid_id(i) for i in ids):
+            if data.get("op") == "DELETE":
+                return {i: {"id": i, "state": None, "scheduled_for": None} for i in ids}
+            states, ats = data.get("states"), data.get("at")
+            if not (isinstance(states, list) and isinstance(ats, list) and len(states) == len(ats) == len(ids)):
+                return dict.fromkeys(ids)
+            hints: dict[int, dict[str, Any] | None] = {}
+            for event_id, state, at in zip(ids, states, ats):
+                if isinstance(state, str) and _valid_id(at):
+                    hints[event_id] = {"id": event_id, "state": state,
+                                       "scheduled_for": _EPOCH + timedelta(microseconds=at)}
+                else:
+                    hints[event_id] = None
+            return hints
+    except (ValueError, TypeError, KeyError, OverflowError):
         pass
-    return None
+    log.warning("ignoring unexpected notification payload %r", payload[:200])
+    return {}
 
 
 class Listener:
@@ -166,10 +170,7 @@ class Listener:
                 self.last_heartbeat = time.monotonic()
             ids: dict[int, dict[str, Any] | None] = {}  # the latest hint per id wins (commit order)
             while conn.notifies:  # also filled by the heartbeat query
-                payload = conn.notifies.pop(0).payload
-                event_id = parse_notification(payload)
-                if event_id is not None:
-                    ids[event_id] = notification_hint(payload)
+                ids.update(parse_notification(conn.notifies.pop(0).payload))
             if ids:
                 try:
                     self._on_ids(ids)
