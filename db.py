@@ -161,8 +161,11 @@ class Database:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+    def transaction(self, single: bool = False) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor inside one transaction: committed on success, rolled back on any error.
+
+        single=True is for one statement, which is then its own transaction: it is sent in autocommit,
+        one round trip instead of three (BEGIN, the statement, COMMIT) and as atomic.
 
         :raise Unavailable: when the database cannot be reached or a statement timed out (503).
         :raise Conflict: when a row stayed locked by another transaction past lock_timeout (409).
@@ -177,9 +180,14 @@ class Database:
             except CONNECTION_ERRORS as exc:
                 raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from exc
             try:
+                if single:
+                    conn.autocommit = True  # a flag only while idle: psycopg2 sends nothing for it
                 with conn.cursor(cursor_factory=DictCursor) as cur:
                     yield cur
-                conn.commit()
+                if single:
+                    conn.autocommit = False
+                else:
+                    conn.commit()
             except BaseException as exc:
                 broken = not _rollback(conn)
                 # Timeouts raise OperationalError subclasses but leave the connection usable.
@@ -194,11 +202,17 @@ class Database:
                 raise
         finally:
             if conn is not None:
+                if single and not conn.closed and not broken:
+                    try:
+                        conn.autocommit = False
+                    except psycopg2.Error:
+                        broken = True
                 self._pool.put(conn, broken)
             self._slots.release()
 
     def query(self, sql: str, params: Any = None) -> list[dict]:
-        with self.transaction() as cur:
+        """Run one statement as its own transaction; its rows, if it returns any."""
+        with self.transaction(single=True) as cur:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else []
 

@@ -36,6 +36,11 @@ class Services:
     engine: Optional["Engine"] = None
     bridge: Optional["Bridge"] = None
 
+    def created(self, events: list[dict[str, Any]]) -> None:
+        """Tell this process's engine, if it runs one, of events just committed (see Engine.created)."""
+        if self.engine is not None and self.engine.started:
+            self.engine.created(events)
+
 
 def services() -> Services:
     return current_app.extensions["punctual"]

@@ -23,6 +23,7 @@ def create_event(body: EventCreate):
     """Schedule one event. A repeated idempotency_key answers 200 with the first event."""
     event, created = events.create_event(services().db, body)
     if created:
+        services().created([event])
         return answer(event, 201, Location=f"/events/{event['id']}")
     return answer(event, 200, **{"Idempotent-Replayed": "true"})
 
@@ -31,6 +32,7 @@ def create_event(body: EventCreate):
 def create_batch(body: EventBatch):
     """Schedule many events in one transaction: all or none."""
     result = events.create_events(services().db, body.events)
+    services().created([event for event, created in result if created])
     return answer({"events": [event for event, _ in result]}, 201)
 
 

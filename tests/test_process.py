@@ -97,7 +97,9 @@ def test_kill_9_loses_nothing_and_the_interrupted_attempt_runs_again_after_its_l
     quick = [make_event(first, "rec", {"n": i}, in_seconds=1 + i * 0.25) for i in range(9)]  # due 1 .. 3 s
     ids = [slow, *quick]
 
-    wait_for(lambda: states(db_url, [slow])[slow] == "running", 10, 0.02, "the slow event to be running")
+    # Running in the table and started in the handler (which records its start before sleeping 3 s).
+    wait_for(lambda: states(db_url, [slow])[slow] == "running" and executions(db_url, [slow])[slow] == [1],
+             10, 0.02, "the slow event to be running")
     first.kill()
     killed_at = time.monotonic()
     at_kill = states(db_url, ids)  # frozen: the only instance is dead

@@ -7,7 +7,7 @@ from config import Settings
 from engine.kinds import kafka, python, webhook
 from engine.kinds.base import AttemptFailed, Attempt
 
-__all__ = ["AttemptFailed", "Attempt", "run", "validate_target"]
+__all__ = ["AttemptFailed", "Attempt", "run", "runs_inline", "validate_target"]
 
 # kind -> runner(settings, attempt) -> result. `manual` events are never run by the engine:
 # a person or external worker claims them through the API (controllers/claims.py).
@@ -24,6 +24,12 @@ def run(settings: Settings, attempt: Attempt) -> Any:
     if runner is None:
         raise AttemptFailed(f"callbacks of kind {attempt.kind!r} cannot run in this instance")
     return runner(settings, attempt)
+
+
+def runs_inline(kind: str, target: str) -> bool:
+    """Whether an attempt may run in the thread that claimed it: only python handlers declared inline
+    (pure, quick, bounded); everything else goes to the worker pool, under its timeout."""
+    return kind == "python" and python.is_inline(target)
 
 
 def validate_target(settings: Settings, kind: str, target: str, config: dict[str, Any]) -> str | None:

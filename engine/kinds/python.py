@@ -24,19 +24,35 @@ log = logging.getLogger("punctual.handlers")
 
 HANDLERS: dict[str, Callable[..., Any]] = {}
 _WANTS_ATTEMPT: dict[str, bool] = {}
+_INLINE: set[str] = set()
 
 
-def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a function as the handler `name`: fn(payload) or fn(payload, attempt)."""
+def handler(name: str, *, inline: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a function as the handler `name`: fn(payload) or fn(payload, attempt).
+
+    inline=True says the handler is pure computation, quick and bounded (no I/O, no waiting): the
+    engine then runs it in the thread that claimed it, right after the claim, instead of handing it
+    to the worker pool; that hop costs more than the call itself. An inline handler is not timed out,
+    so one that could block must not say so.
+    """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         positional = [p for p in inspect.signature(fn).parameters.values()
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         HANDLERS[name] = fn
         _WANTS_ATTEMPT[name] = len(positional) >= 2
+        if inline:
+            _INLINE.add(name)
+        else:
+            _INLINE.discard(name)
         return fn
 
     return register
+
+
+def is_inline(target: str) -> bool:
+    """Whether the handler registered as `target` may run in the claiming thread (see handler)."""
+    return target in _INLINE
 
 
 def load_modules(modules: tuple[str, ...]) -> None:
@@ -72,25 +88,25 @@ def _operands(payload: dict[str, Any]) -> tuple[float, float]:
     return x, y
 
 
-@handler("add")
+@handler("add", inline=True)
 def add(payload: dict[str, Any]) -> float:
     x, y = _operands(payload)
     return x + y
 
 
-@handler("subtract")
+@handler("subtract", inline=True)
 def subtract(payload: dict[str, Any]) -> float:
     x, y = _operands(payload)
     return x - y
 
 
-@handler("multiply")
+@handler("multiply", inline=True)
 def multiply(payload: dict[str, Any]) -> float:
     x, y = _operands(payload)
     return x * y
 
 
-@handler("divide")
+@handler("divide", inline=True)
 def divide(payload: dict[str, Any]) -> float:
     x, y = _operands(payload)
     if y == 0:
@@ -98,7 +114,7 @@ def divide(payload: dict[str, Any]) -> float:
     return x / y
 
 
-@handler("noop")
+@handler("noop", inline=True)
 def noop(payload: dict[str, Any]) -> None:
     """Does nothing: for benchmarks and smoke tests."""
     return None
