@@ -87,7 +87,15 @@ DROP FUNCTION IF EXISTS punctual_record_history();
 DROP FUNCTION IF EXISTS punctual_notify_event();
 DROP FUNCTION IF EXISTS punctual_write_outbox();
 
--- Wake the listeners. A notification names events, never their rows: NOTIFY payloads are capped
+DROP FUNCTION IF EXISTS punctual_notify(text, bigint[], text[], timestamptz[]);
+
+-- Each trigger is one statement (data-modifying CTEs), so a claim of one row pays for one plan,
+-- cached for the session, not one per step.
+--
+-- History: one row per state change, written in the same transaction as the change itself,
+-- whoever makes it (the engine, the API or plain SQL).
+--
+-- NOTIFY wakes the listeners. A notification names events, never their rows: payloads are capped
 -- at 8000 bytes and event payloads are not. One notification per 100 changed rows, delivered on
 -- commit only:
 --   {"op": "INSERT"|"UPDATE"|"DELETE", "ids": [...], "states": [...], "at": [...]}
@@ -95,68 +103,76 @@ DROP FUNCTION IF EXISTS punctual_write_outbox();
 -- float), so a listener can arm or drop a timer without reading the row back. A DELETE carries
 -- ids only. The table stays the truth (the claim re-checks everything); a listener may ignore
 -- the hints. At most about 100 * 52 bytes per notification, well under the cap.
-CREATE OR REPLACE FUNCTION punctual_notify(op text, changed_ids bigint[], changed_states text[],
-                                           changed_at timestamptz[]) RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_notify('punctual_events', CASE WHEN op = 'DELETE'
-               THEN json_build_object('op', op, 'ids', ids)
-               ELSE json_build_object('op', op, 'ids', ids, 'states', states, 'at', ats) END::text)
-    FROM (SELECT array_agg(id ORDER BY n) AS ids, array_agg(state ORDER BY n) AS states,
-                 array_agg((extract(epoch FROM at) * 1000000)::bigint ORDER BY n) AS ats
-          FROM unnest(changed_ids, changed_states, changed_at) WITH ORDINALITY AS c(id, state, at, n)
-          GROUP BY (n - 1) / 100) AS chunk;
-$$;
-
--- Event history: one row per state change, written in the same transaction as the change itself,
--- whoever makes it (the engine, the API or plain SQL). Outbox: one row per terminal change, once a
--- Kafka bridge has set the 'outbox' flag (see punctual_flags below).
+--
+-- Outbox: one row per terminal change, once a Kafka bridge has set the 'outbox' flag (see
+-- punctual_flags below).
 CREATE OR REPLACE FUNCTION punctual_events_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    notified bigint;
 BEGIN
-    INSERT INTO event_history (event_id, state, attempt, worker)
-    SELECT id, state, attempts, CASE WHEN state = 'scheduled' THEN NULL ELSE worker END
-    FROM new_rows ORDER BY id;
-    PERFORM punctual_notify('INSERT', array_agg(id ORDER BY id), array_agg(state ORDER BY id),
-                            array_agg(scheduled_for ORDER BY id))
-    FROM new_rows HAVING count(*) > 0;
+    WITH history AS (
+        INSERT INTO event_history (event_id, state, attempt, worker)
+        SELECT id, state, attempts, CASE WHEN state = 'scheduled' THEN NULL ELSE worker END
+        FROM new_rows ORDER BY id
+    )
+    SELECT count(*) INTO notified FROM (
+        SELECT pg_notify('punctual_events', json_build_object(
+                   'op', 'INSERT', 'ids', array_agg(id ORDER BY id), 'states', array_agg(state ORDER BY id),
+                   'at', array_agg((extract(epoch FROM scheduled_for) * 1000000)::bigint ORDER BY id))::text)
+        FROM (SELECT id, state, scheduled_for, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk
+              FROM new_rows) AS r
+        GROUP BY chunk) AS chunks;
     RETURN NULL;
 END;
 $$;
 
 CREATE OR REPLACE FUNCTION punctual_events_updated() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    notified bigint;
 BEGIN
     -- Rows whose state or time changed; a lease extension or a payload edit changes neither.
-    INSERT INTO event_history (event_id, state, attempt, worker, error)
-    SELECT n.id, n.state, n.attempts, n.worker,
-           CASE WHEN n.state IN ('scheduled', 'failed') THEN n.last_error END
-    FROM new_rows n JOIN old_rows o USING (id)
-    WHERE o.state IS DISTINCT FROM n.state
-    ORDER BY n.id;
-    PERFORM punctual_notify('UPDATE', array_agg(n.id ORDER BY n.id), array_agg(n.state ORDER BY n.id),
-                            array_agg(n.scheduled_for ORDER BY n.id))
-    FROM new_rows n JOIN old_rows o USING (id)
-    WHERE o.state IS DISTINCT FROM n.state OR o.scheduled_for IS DISTINCT FROM n.scheduled_for
-    HAVING count(*) > 0;
-    IF EXISTS (SELECT 1 FROM punctual_flags WHERE name = 'outbox') THEN
+    WITH changed AS MATERIALIZED (
+        SELECT n.id, n.callback_id, n.state, n.attempts, n.worker, n.last_error, n.result, n.scheduled_for,
+               n.finished_at, n.source, o.state IS DISTINCT FROM n.state AS moved
+        FROM new_rows n JOIN old_rows o USING (id)
+        WHERE o.state IS DISTINCT FROM n.state OR o.scheduled_for IS DISTINCT FROM n.scheduled_for
+    ), history AS (
+        INSERT INTO event_history (event_id, state, attempt, worker, error)
+        SELECT id, state, attempts, worker, CASE WHEN state IN ('scheduled', 'failed') THEN last_error END
+        FROM changed WHERE moved ORDER BY id
+    ), outboxed AS (
         INSERT INTO outbox (event_id, body)
-        SELECT n.id, jsonb_build_object(
-            'event_id', n.id, 'callback', c.name, 'state', n.state, 'attempts', n.attempts,
-            'result', n.result, 'error', n.last_error, 'scheduled_for', n.scheduled_for,
-            'finished_at', n.finished_at, 'source', n.source, 'worker', n.worker)
-        FROM new_rows n JOIN old_rows o USING (id) JOIN callbacks c ON c.id = n.callback_id
-        WHERE o.state IS DISTINCT FROM n.state AND n.state IN ('finished', 'failed', 'cancelled')
-        ORDER BY n.id;
-    END IF;
+        SELECT ch.id, jsonb_build_object(
+            'event_id', ch.id, 'callback', c.name, 'state', ch.state, 'attempts', ch.attempts,
+            'result', ch.result, 'error', ch.last_error, 'scheduled_for', ch.scheduled_for,
+            'finished_at', ch.finished_at, 'source', ch.source, 'worker', ch.worker)
+        FROM changed ch JOIN callbacks c ON c.id = ch.callback_id
+        WHERE ch.moved AND ch.state IN ('finished', 'failed', 'cancelled')
+          AND EXISTS (SELECT 1 FROM punctual_flags WHERE name = 'outbox')
+        ORDER BY ch.id
+    )
+    SELECT count(*) INTO notified FROM (
+        SELECT pg_notify('punctual_events', json_build_object(
+                   'op', 'UPDATE', 'ids', array_agg(id ORDER BY id), 'states', array_agg(state ORDER BY id),
+                   'at', array_agg((extract(epoch FROM scheduled_for) * 1000000)::bigint ORDER BY id))::text)
+        FROM (SELECT id, state, scheduled_for, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk
+              FROM changed) AS r
+        GROUP BY chunk) AS chunks;
     RETURN NULL;
 END;
 $$;
 
 CREATE OR REPLACE FUNCTION punctual_events_deleted() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    notified bigint;
 BEGIN
-    PERFORM punctual_notify('DELETE', array_agg(id ORDER BY id), NULL, NULL)
-    FROM old_rows HAVING count(*) > 0;
+    SELECT count(*) INTO notified FROM (
+        SELECT pg_notify('punctual_events', json_build_object('op', 'DELETE', 'ids', array_agg(id ORDER BY id))::text)
+        FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk FROM old_rows) AS r
+        GROUP BY chunk) AS chunks;
     RETURN NULL;
 END;
 $$;

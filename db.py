@@ -161,11 +161,12 @@ class Database:
         return conn
 
     @contextmanager
-    def transaction(self, single: bool = False) -> Iterator[psycopg2.extensions.cursor]:
+    def transaction(self, autocommit: bool = False) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor inside one transaction: committed on success, rolled back on any error.
 
-        single=True is for one statement, which is then its own transaction: it is sent in autocommit,
-        one round trip instead of three (BEGIN, the statement, COMMIT) and as atomic.
+        autocommit=True makes each statement its own transaction, one round trip instead of three
+        (BEGIN, the statement, COMMIT) and as atomic: for a single statement, or for statements
+        that need nothing of each other's isolation.
 
         :raise Unavailable: when the database cannot be reached or a statement timed out (503).
         :raise Conflict: when a row stayed locked by another transaction past lock_timeout (409).
@@ -180,11 +181,11 @@ class Database:
             except CONNECTION_ERRORS as exc:
                 raise Unavailable("database unavailable", {"reason": type(exc).__name__}) from exc
             try:
-                if single:
+                if autocommit:
                     conn.autocommit = True  # a flag only while idle: psycopg2 sends nothing for it
                 with conn.cursor(cursor_factory=DictCursor) as cur:
                     yield cur
-                if single:
+                if autocommit:
                     conn.autocommit = False
                 else:
                     conn.commit()
@@ -202,7 +203,7 @@ class Database:
                 raise
         finally:
             if conn is not None:
-                if single and not conn.closed and not broken:
+                if autocommit and not conn.closed and not broken:
                     try:
                         conn.autocommit = False
                     except psycopg2.Error:
@@ -212,7 +213,7 @@ class Database:
 
     def query(self, sql: str, params: Any = None) -> list[dict]:
         """Run one statement as its own transaction; its rows, if it returns any."""
-        with self.transaction(single=True) as cur:
+        with self.transaction(autocommit=True) as cur:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else []
 

@@ -66,6 +66,24 @@ def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
     )
 
 
+def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> list[dict[str, Any]]:
+    """Claim these events, if they are still scheduled and due (by the database's clock) and not
+    manual, under a lease. Rows another transaction holds are skipped, not waited for."""
+    return db.query(
+        f"""UPDATE events e
+               SET state = 'running', attempts = e.attempts + 1, worker = %(worker)s,
+                   started_at = clock_timestamp(), updated_at = clock_timestamp(),
+                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %(grace)s)
+              FROM callbacks c
+             WHERE c.id = e.callback_id AND c.kind <> 'manual' AND e.id IN (
+                   SELECT id FROM events WHERE id = ANY(%(ids)s::bigint[])
+                      AND state = 'scheduled' AND scheduled_for <= now()
+                   ORDER BY priority DESC, scheduled_for, id FOR UPDATE SKIP LOCKED)
+            RETURNING {_RETURNING}""",
+        {"worker": worker, "grace": lease_grace, "ids": ids},
+    )
+
+
 def retry_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter in its upper half: retries of a burst spread out."""
     ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))

@@ -125,9 +125,14 @@ def _event_row(values: tuple, names: dict[int, str]) -> dict[str, Any]:
 
 
 def create_events(db: Database, items: list[EventCreate], source: str = "api") -> list[tuple[dict[str, Any], bool]]:
-    """Create events in one transaction: all of them or none. Returns (event, created) pairs."""
+    """Create events in one statement: all of them or none. Returns (event, created) pairs.
+
+    The callback lookup and the insert are separate statements in autocommit (two round trips, no
+    BEGIN or COMMIT): the INSERT alone is atomic, and a callback deleted in between fails it on the
+    foreign key, answered below like any unknown callback.
+    """
     try:
-        with db.transaction() as cur:
+        with db.transaction(autocommit=True) as cur:
             result = _insert(cur, items, source)
     except psycopg2.errors.ForeignKeyViolation:
         # A callback was deleted between our lookup and the insert (its DELETE committed while the

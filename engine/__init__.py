@@ -89,7 +89,8 @@ class Engine:
         """Events this process has just committed: claim the due ones and arm the rest now, instead of
         when their notification comes back from the server to the listener (a thread hop and a round
         trip, about 2 ms). The notification still comes; syncing the same rows again changes nothing."""
-        self.scheduler.sync(rows)
+        taken = self.executor.take(rows)
+        self.scheduler.sync([row for row in rows if row["id"] not in taken])
         self.metrics.armed.set(self.scheduler.armed_count)
 
     def catch_up(self) -> None:

@@ -47,3 +47,17 @@ def flaky(payload: dict[str, Any], attempt) -> int:
     if attempt.attempt < int(payload.get("succeed_on", 2)):
         raise RuntimeError(f"flaky failure on attempt {attempt.attempt}")
     return attempt.attempt
+
+
+@handler("thread_inline", inline=True)
+def thread_inline(payload: dict[str, Any]) -> str:
+    """Declared inline: answers the name of the thread that ran it (and waits `pause` seconds, so a
+    test can stop the engine in the middle of a batch)."""
+    time.sleep(float(payload.get("pause", 0)))
+    return threading.current_thread().name
+
+
+@handler("thread_pooled")
+def thread_pooled(payload: dict[str, Any]) -> str:
+    """Not declared inline: answers the name of the thread that ran it."""
+    return threading.current_thread().name
