@@ -105,42 +105,42 @@ class Outcome:
 
 
 def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    """Write many outcomes in one transaction: finished, scheduled again after backoff, or failed.
+    """Write many outcomes in one statement: finished, scheduled again after backoff, or failed.
 
     The guard (still running, same attempt, same worker) drops an outcome whose lease was lost
-    and taken over by someone else: that attempt is no longer ours to record.
+    and taken over by someone else: that attempt is no longer ours to record. The values travel
+    as one array per column (adapted in C, not one VALUES row each), and only what the audit line
+    needs comes back.
     """
     if not outcomes:
         return []
-    with db.transaction() as cur:
-        return execute_values(
-            cur,
-            f"""UPDATE events e SET
-                    state = CASE WHEN v.ok THEN 'finished'
-                                 WHEN e.attempts >= e.max_attempts THEN 'failed'
-                                 ELSE 'scheduled' END,
-                    result = CASE WHEN v.ok THEN v.result::jsonb ELSE e.result END,
-                    last_error = CASE WHEN v.ok THEN NULL ELSE v.error END,
-                    scheduled_for = CASE WHEN NOT v.ok AND e.attempts < e.max_attempts
-                                         THEN clock_timestamp() + make_interval(secs => v.delay)
-                                         ELSE e.scheduled_for END,
-                    finished_at = CASE WHEN v.ok OR e.attempts >= e.max_attempts THEN clock_timestamp() END,
-                    started_at = COALESCE(to_timestamp(v.started), e.started_at),
-                    lease_until = NULL,
-                    updated_at = clock_timestamp()
-                FROM (VALUES %s) AS v(id, attempt, worker, ok, result, error, delay, started), callbacks c
-                WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = v.worker
-                  AND c.id = e.callback_id
-                RETURNING {_RETURNING}, e.last_error, e.result, e.finished_at, e.scheduled_for AS next_run""",
-            [
-                (o.event_id, o.attempt, worker, o.ok,
-                 json.dumps(o.result) if o.ok else None, o.error, o.retry_delay, o.started)
-                for o in outcomes
-            ],
-            template="(%s::bigint, %s::int, %s::text, %s::boolean, %s::text, %s::text, %s::float8, %s::float8)",
-            page_size=len(outcomes),
-            fetch=True,
-        )
+    return db.query(
+        """UPDATE events e SET
+               state = CASE WHEN v.ok THEN 'finished'
+                            WHEN e.attempts >= e.max_attempts THEN 'failed'
+                            ELSE 'scheduled' END,
+               result = CASE WHEN v.ok THEN v.result::jsonb ELSE e.result END,
+               last_error = CASE WHEN v.ok THEN NULL ELSE v.error END,
+               scheduled_for = CASE WHEN NOT v.ok AND e.attempts < e.max_attempts
+                                    THEN clock_timestamp() + make_interval(secs => v.delay)
+                                    ELSE e.scheduled_for END,
+               finished_at = CASE WHEN v.ok OR e.attempts >= e.max_attempts THEN clock_timestamp() END,
+               started_at = COALESCE(to_timestamp(v.started), e.started_at),
+               lease_until = NULL,
+               updated_at = clock_timestamp()
+           FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::boolean[], %(results)s::text[],
+                       %(errors)s::text[], %(delays)s::float8[], %(started)s::float8[])
+                AS v(id, attempt, ok, result, error, delay, started), callbacks c
+           WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = %(worker)s
+             AND c.id = e.callback_id
+           RETURNING e.id, c.name AS callback, e.attempts, e.state, e.last_error, e.finished_at,
+                     e.scheduled_for AS next_run""",
+        {"ids": [o.event_id for o in outcomes], "attempts": [o.attempt for o in outcomes],
+         "ok": [o.ok for o in outcomes],
+         "results": [json.dumps(o.result) if o.ok else None for o in outcomes],
+         "errors": [o.error for o in outcomes], "delays": [o.retry_delay for o in outcomes],
+         "started": [o.started for o in outcomes], "worker": worker},
+    )
 
 
 def extend_leases(db: Database, worker: str, leases: list[tuple[int, int, float]]) -> set[tuple[int, int]]:

@@ -545,7 +545,7 @@ class Executor:
                 outcome = by_key.pop((row["id"], row["attempts"]))
                 if row["state"] == "finished":
                     self.metrics.attempts.labels("succeeded").inc()
-                    audit.record("attempt_succeeded", row, duration=outcome.duration, result=row["result"])
+                    audit.record("attempt_succeeded", row, duration=outcome.duration, result=outcome.result)
                 elif row["state"] == "scheduled":
                     self.metrics.attempts.labels("retry").inc()
                     audit.record("attempt_failed", row, duration=outcome.duration, error=row["last_error"],
