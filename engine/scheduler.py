@@ -101,6 +101,10 @@ class Scheduler:
                               args=(event_id, when), replace_existing=True)
 
     def disarm(self, event_id: int) -> None:
+        if event_id not in self._armed:
+            # Most changes (claims, outcomes) concern events never armed here: no locks for those. An
+            # arm racing this check can only leave a stale wake-up, which claims nothing.
+            return
         with self._lock:
             with self._dict_lock:
                 if self._armed.pop(event_id, None) is None:
