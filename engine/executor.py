@@ -26,6 +26,7 @@ from controllers import attempts
 from controllers.attempts import Outcome
 from db import CONNECTION_ERRORS, Database
 from engine import kinds
+from engine.planner_stats import PlannerStats
 from errors import Unavailable
 from metrics import Metrics
 
@@ -112,6 +113,7 @@ class Executor:
         self._completer_stop = threading.Event()
         self._next_renewal = 0.0
         self._throttled = False  # the dispatcher waits for the completer (see _claim_available)
+        self.planner_stats = PlannerStats(db)
         self.last_claim_error: str | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -191,6 +193,7 @@ class Executor:
             self._work.put(_Queued((float("inf"),), _STOP))
         self._completer_stop.set()
         self._completer.join(timeout=30)
+        self.planner_stats.stop()
         log.info("executor stopped")
 
     # -- dispatcher ---------------------------------------------------------------------
@@ -234,8 +237,10 @@ class Executor:
             # finishing) hold at most half of them, so a burst of slow webhooks cannot make
             # everything else wait.
             quick = [cid for cid, mean in self._callback_mean.items() if mean <= PREFETCH_WINDOW]
+            began = time.monotonic()
             rows = attempts.claim_due(self.db, self.worker, limit, self.settings.lease_grace_seconds,
                                       held=dict(held), cap=cap, uncapped=quick)
+            self.planner_stats.claimed(len(rows), limit, time.monotonic() - began)
             if rows:
                 self._accept(rows)
             if not rows or (len(rows) < limit and all(r["callback_id"] in quick for r in rows)):

@@ -172,3 +172,27 @@ def test_one_statement_over_250_rows_records_every_change_and_notifies_in_chunks
     # the payload edit changed no state and wrote nothing.
     rows = sql(db_url, "SELECT state, count(*) AS n FROM event_history GROUP BY state")
     assert {r["state"]: r["n"] for r in rows} == {"scheduled": 150, "cancelled": 150}
+
+
+# -- planner statistics after a burst ----------------------------------------------------------
+
+def test_a_full_and_slow_claim_refreshes_the_planner_statistics_once_per_interval(db, db_url):
+    from engine.planner_stats import PlannerStats
+
+    cb = make_callback(db_url, "Pooled", "thread_pooled")
+    sql(db_url, "ALTER TABLE events SET (autovacuum_enabled = false)")  # this test's database only
+    sql(db_url, "INSERT INTO events (callback_id) SELECT %s FROM generate_series(1, 5000)", (cb,))
+
+    def analyzed() -> int:
+        return sql(db_url, "SELECT count(*) AS n FROM pg_stats WHERE tablename = 'events'")[0]["n"]
+
+    stats = PlannerStats(db, min_interval=60)
+    stats.claimed(rows=100, limit=256, seconds=1.0)   # not full: the backlog is gone, nothing to fix
+    stats.claimed(rows=256, limit=256, seconds=0.005)  # full but quick: the plan is fine
+    stats.claimed(rows=8, limit=8, seconds=1.0)      # too few rows to tell
+    stats.stop()
+    assert stats.refreshed == 0 and analyzed() == 0
+    stats.claimed(rows=256, limit=256, seconds=0.055)  # full and slow: the sign of a sorted backlog
+    stats.claimed(rows=256, limit=256, seconds=0.055)  # again at once: within the interval, skipped
+    stats.stop()
+    assert stats.refreshed == 1 and analyzed() > 0
