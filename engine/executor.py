@@ -113,6 +113,7 @@ class Executor:
         self._completer_stop = threading.Event()
         self._next_renewal = 0.0
         self._throttled = False  # the dispatcher waits for the completer (see _claim_available)
+        self._inline_runs = 0  # threads inside _run_inline (the dispatcher, or a request thread via take)
         self.planner_stats = PlannerStats(db)
         self.last_claim_error: str | None = None
 
@@ -180,7 +181,7 @@ class Executor:
         the outside world, and receivers deduplicate on (event id, attempt)."""
         self.quiesce()
         deadline = self._stop_began + grace
-        while self.inflight and time.monotonic() < deadline:
+        while (self.inflight or self._inline_runs) and time.monotonic() < deadline:
             time.sleep(0.02)
         with self._lock:
             left = [entry.row for entry in self._inflight.values()]
@@ -297,6 +298,15 @@ class Executor:
         nothing starts once a stop began (the rest is given back uncounted), and each outcome goes
         through the completer like any other.
         """
+        with self._lock:
+            self._inline_runs += 1  # stop() waits for this to reach 0 before it stops the completer
+        try:
+            self._run_inline_rows(rows)
+        finally:
+            with self._lock:
+                self._inline_runs -= 1
+
+    def _run_inline_rows(self, rows: list[dict[str, Any]]) -> None:
         for index, row in enumerate(rows):
             if not self._claiming:
                 self._release(rows[index:], "released: instance shutting down before the attempt started")
