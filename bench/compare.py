@@ -347,7 +347,7 @@ def measure(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     result["loadavg_before"] = load
     result["seconds"] = round(time.monotonic() - t, 1)
     short = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()
-             if k in ("rate", "p50_ms", "p99_ms", "max_ms", "early", "extra_mb", "future_extra_mb",
+             if k in ("rate", "p50_ms", "p99_ms", "max_ms", "create_p99_ms", "early", "extra_mb", "future_extra_mb",
                       "horizon_extra_mb", "capped", "complete", "error", "seconds", "create_rate")}
     print(f"  {label}: {json.dumps(short)}", flush=True)
     return result

@@ -22,7 +22,7 @@ NAMES = {"punctual": "Punctual", "pgqueuer": "PgQueuer", "procrastinate": "Procr
 METRICS = {
     "W1": ("rate", "create_rate", "total_s"),
     "W2": ("p50_ms", "p95_ms", "p99_ms", "max_ms", "early"),
-    "W3": ("p50_ms", "p99_ms", "max_ms"),
+    "W3": ("p50_ms", "p99_ms", "max_ms", "create_p99_ms"),
     "W4": ("rate", "total_s"),
     "W5": ("future_extra_mb", "extra_mb", "horizon_extra_mb"),
     "W6": ("rate", "create_rate"),
@@ -105,7 +105,8 @@ def verdicts(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     w3 = _get(summary, "W3", "punctual", "", "p99_ms")
     if w3:
         rows.append(("W3 p99 <= 5 ms", f"{w3['median']:.1f} ms", "met" if w3["median"] <= 5 else "MISSED",
-                     "from created_at (transaction start), an upper bound of committed-to-start"))
+                     "from the insert's history row (written just before its commit; peers: from the enqueue "
+                     "call's return)"))
     w4 = _get(summary, "W4", "punctual", "", "rate")
     if w4 and w1:
         rows.append(("W4 >= W1 rate", f"{w4['median']:,.0f}/s vs {w1['median']:,.0f}/s",
@@ -142,8 +143,9 @@ def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
     for metric in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
         row(f"W2 lateness {metric[:-3]} (ms)", "W2", metric, "", 1)
     row("W2 started early (max of runs)", "W2", "early", "", 0)
-    row("W3 idle latency p50 (ms)", "W3", "p50_ms", "", 1)
-    row("W3 idle latency p99 (ms)", "W3", "p99_ms", "", 1)
+    row("W3 idle latency p50, committed insert to start (ms)", "W3", "p50_ms", "", 1)
+    row("W3 idle latency p99, committed insert to start (ms)", "W3", "p99_ms", "", 1)
+    row("W3 p99 from the insert statement's start (ms)", "W3", "create_p99_ms", "", 1)
     row("W4 recovery, 100,000 due at start (events/s)", "W4", "rate", "", 0)
     for k in (1, 2, 4):
         row(f"W6 scale-out, {k} instance{'s' if k > 1 else ''} (events/s)", "W6", "rate", "", 0, str(k))

@@ -472,7 +472,14 @@ def w2_lateness(ctx: Context) -> dict[str, Any]:
 
 
 def w3_idle_latency(ctx: Context) -> dict[str, Any]:
-    """One due event every 20 ms for 10 s via POST /events; create-to-start = started_at - created_at."""
+    """One due event every 20 ms for 10 s via POST /events; insert-to-start = started_at - the insert's history row.
+
+    Issue 5 measures W3 "from the committed insert to start", and the peers from the return of their enqueue
+    call. The closest database-side instant to our insert's commit is its 'scheduled' history row, written by
+    the trigger inside the insert, a few tenths of a millisecond before the commit: p50_ms/p99_ms start there
+    (so they still count the commit itself). create_p50_ms/create_p99_ms start at created_at, the insert
+    statement's start, and so also count the insert's own work.
+    """
     interval, seconds = ctx.sizes.w3_interval, ctx.sizes.w3_seconds
     count = int(round(seconds / interval))
     with ctx.server.database("w3") as url, running_app(url, ctx.workdir / "w3") as app:
@@ -511,6 +518,10 @@ def w3_idle_latency(ctx: Context) -> dict[str, Any]:
         cpu_used = cpu.stop()
         profiler.stop()
         latency = [float(v) for v in probe.column(
+            """SELECT extract(epoch FROM e.started_at - h.at) * 1000 FROM events e
+               JOIN event_history h ON h.event_id = e.id AND h.state = 'scheduled' AND h.attempt = 0
+               WHERE e.started_at IS NOT NULL""")]
+        from_create = [float(v) for v in probe.column(
             "SELECT extract(epoch FROM started_at - created_at) * 1000 FROM events WHERE started_at IS NOT NULL")]
         probe.close()
         return {
@@ -518,6 +529,7 @@ def w3_idle_latency(ctx: Context) -> dict[str, Any]:
             "complete": ok, "started": len(latency),
             "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
             "max_ms": max(latency) if latency else None,
+            "create_p50_ms": percentile(from_create, 50), "create_p99_ms": percentile(from_create, 99),
             "http_p50_ms": percentile(request_ms, 50), "http_p99_ms": percentile(request_ms, 99),
             **cpu_used, "wall_s": time.monotonic() - t0,
             "app_errors_logged": app.errors_logged(),
@@ -673,9 +685,11 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
         if "error" in r:
             rows.append(("W3 idle latency", "error", r["error"], "p99 < 50 ms", "n/a"))
         else:
-            rows.append(("W3 idle latency", f"{r['events']} events, one per 20 ms",
+            rows.append(("W3 idle latency", f"{r['events']} events, one per 20 ms: insert to start",
                          f"p50 {fmt(r['p50_ms'], ' ms')}, p99 {fmt(r['p99_ms'], ' ms')}, max {fmt(r['max_ms'], ' ms')}",
                          "p99 < 50 ms", verdict(r["complete"] and r["p99_ms"] is not None and r["p99_ms"] < 50)))
+            rows.append(("", "from the insert statement's start",
+                         f"p50 {fmt(r.get('create_p50_ms'), ' ms')}, p99 {fmt(r.get('create_p99_ms'), ' ms')}", "", ""))
             rows.append(("", "POST /events round trip (client)",
                          f"p50 {fmt(r['http_p50_ms'], ' ms')}, p99 {fmt(r['http_p99_ms'], ' ms')}", "", ""))
             rows.append(("", "CPU used meanwhile", cpu_text(r), "", ""))

@@ -76,7 +76,10 @@ class Engine:
             fetched = attempts.armable(self.db, unknown)
             rows += fetched
             missing = set(unknown) - {row["id"] for row in fetched}
-        self.scheduler.sync(rows, missing=missing)
+        # A few events due now, on an idle instance: claimed right here (see Executor.take); the rest
+        # arm, move or drop timers, and due ones wake the dispatcher.
+        taken = self.executor.take(rows)
+        self.scheduler.sync([row for row in rows if row["id"] not in taken] if taken else rows, missing=missing)
         self.metrics.armed.set(self.scheduler.armed_count)
         changes = rows + [{"id": event_id, "state": None, "scheduled_for": None} for event_id in missing]
         for watcher in list(self.watchers):
@@ -84,14 +87,6 @@ class Engine:
                 watcher(changes)
             except Exception:  # noqa: BLE001 - a watcher (e.g. a live page) must never stall the listener
                 log.exception("change watcher failed")
-
-    def created(self, rows: list[dict[str, Any]]) -> None:
-        """Events this process has just committed: claim the due ones and arm the rest now, instead of
-        when their notification comes back from the server to the listener (a thread hop and a round
-        trip, about 2 ms). The notification still comes; syncing the same rows again changes nothing."""
-        taken = self.executor.take(rows)
-        self.scheduler.sync([row for row in rows if row["id"] not in taken])
-        self.metrics.armed.set(self.scheduler.armed_count)
 
     def catch_up(self) -> None:
         """Claim what is due and arm what falls within the horizon, straight from the table."""

@@ -1,7 +1,6 @@
 """HTTP routes: parse the request, call a controller, answer. No rules live here."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -11,8 +10,6 @@ from config import Settings
 from db import Database
 from metrics import Metrics
 from schemas import ErrorBody
-
-log = logging.getLogger("punctual.routes")
 
 # The error answers every JSON route may give, all in the one error body. Naming 422 here also keeps
 # flask-openapi3 from documenting its own validation-error shape, which this API never sends.
@@ -39,16 +36,6 @@ class Services:
     engine: Optional["Engine"] = None
     bridge: Optional["Bridge"] = None
 
-    def created(self, events: list[dict[str, Any]]) -> None:
-        """Tell this process's engine, if it runs one, of events just committed (see Engine.created).
-        Never raises: the events are stored, and the listener and the sweep find them anyway."""
-        if self.engine is None or not self.engine.started or not events:
-            return
-        try:
-            self.engine.created(events)
-        except Exception:  # noqa: BLE001 - runs after the answer was sent; nobody else would see it
-            log.exception("handing %d new events to the engine failed; the sweep will find them", len(events))
-
 
 def services() -> Services:
     return current_app.extensions["punctual"]
@@ -58,14 +45,4 @@ def answer(body: Any, status: int = 200, **headers: str):
     response = jsonify(body)
     response.status_code = status
     response.headers.update(headers)
-    return response
-
-
-def answer_created(events: list[dict[str, Any]], body: Any, status: int = 201, **headers: str):
-    """Answer, and once the answer is sent, hand the newly created events to this process's engine
-    (Services.created), which may claim and start the due ones at once: the client never waits for
-    that, and it follows the insert by a fraction of a millisecond instead of a thread hop."""
-    response = answer(body, status, **headers)
-    handler = services()
-    response.call_on_close(lambda: handler.created(events))
     return response

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask_openapi3 import APIBlueprint, Tag
 
 from controllers import events
-from routes import BEARER, ERRORS, answer, answer_created, services
+from routes import BEARER, ERRORS, answer, services
 from schemas import (Event, EventBatch, EventBatchResult, EventCreate, EventDetail, EventList,
                      EventPath, EventQuery, EventUpdate)
 
@@ -23,7 +23,7 @@ def create_event(body: EventCreate):
     """Schedule one event. A repeated idempotency_key answers 200 with the first event."""
     event, created = events.create_event(services().db, body)
     if created:
-        return answer_created([event], event, 201, Location=f"/events/{event['id']}")
+        return answer(event, 201, Location=f"/events/{event['id']}")
     return answer(event, 200, **{"Idempotent-Replayed": "true"})
 
 
@@ -31,8 +31,7 @@ def create_event(body: EventCreate):
 def create_batch(body: EventBatch):
     """Schedule many events in one transaction: all or none."""
     result = events.create_events(services().db, body.events)
-    return answer_created([event for event, created in result if created],
-                          {"events": [event for event, _ in result]}, 201)
+    return answer({"events": [event for event, _ in result]}, 201)
 
 
 @bp.get("/events/<int:event_id>", responses={200: EventDetail})

@@ -76,36 +76,30 @@ def test_a_stop_in_the_middle_of_an_inline_batch_gives_back_what_had_not_started
     assert not eng.executor.inflight
 
 
-# -- the idle instance claims what its API just created ----------------------------------------
+# -- the idle instance claims a new due event from its notification -------------------------------
 
-def test_an_idle_instance_claims_an_event_its_api_created_without_the_listener_or_the_sweep(
+def test_an_idle_instance_claims_a_new_due_event_from_its_notification_without_the_dispatcher(
         db, settings, db_url, log_dir):
     from app import create_app
 
     make_callback(db_url, "Pooled", "thread_pooled")
-    # The sweep far away, the listener stopped and the dispatcher never woken: only the direct
-    # hand-over can start these in time.
+    # The sweep far away and the dispatcher never woken: only the listener's claim by id can start
+    # these in time. Events from the API and from plain SQL alike.
     with running_engine(db, settings, sweep_seconds=60) as eng:
-        eng.listener.stop()
         eng.executor.wake = eng.scheduler._on_due = lambda: None
         client = create_app(eng.settings, db, eng, eng.metrics).test_client()
         for callback, expected in (("Addition", 7), ("Pooled", "punctual-worker")):
-            began = time.monotonic()
             response = client.post("/events", json={"callback": callback, "payload": {"x": 3, "y": 4}})
             assert response.status_code == 201, response.json
-            response.close()  # the WSGI server closes every answer it has sent; the test client on demand
-            event_id = response.json["id"]
-            done = wait_for(lambda: (r := sql(db_url, "SELECT * FROM events WHERE id = %s", (event_id,))[0])
-                            ["state"] == "finished" and r, timeout=5, message="the event to finish")
-            assert time.monotonic() - began < 2
-            assert done["result"] == expected and done["worker"] == eng.settings.instance_name
-            assert history_per_event(db_url)[event_id] == [("scheduled", 0), ("running", 1), ("finished", 1)]
-        # A future event is armed by the same hand-over (no notification reaches this instance).
-        response = client.post("/events", json={"callback": "Addition", "payload": {"x": 1, "y": 1},
-                                                "scheduled_for": "2999-01-01T00:00:00Z"})
-        response.close()
-        assert eng.scheduler.armed_count == 0  # beyond the horizon: left to the refill, not armed
-        assert not eng.listener.alive
+            from_sql = sql(db_url, "INSERT INTO events (callback_id, payload) SELECT id, '{\"x\": 3, \"y\": 4}' "
+                                   "FROM callbacks WHERE name = %s RETURNING id", (callback,))[0]["id"]
+            for event_id in (response.json["id"], from_sql):
+                began = time.monotonic()
+                done = wait_for(lambda: (r := sql(db_url, "SELECT * FROM events WHERE id = %s", (event_id,))[0])
+                                ["state"] == "finished" and r, timeout=5, message="the event to finish")
+                assert time.monotonic() - began < 2
+                assert done["result"] == expected and done["worker"] == eng.settings.instance_name
+                assert history_per_event(db_url)[event_id] == [("scheduled", 0), ("running", 1), ("finished", 1)]
 
 
 def test_a_claim_by_id_takes_nothing_another_instance_holds_or_that_is_not_due(db, db_url):
