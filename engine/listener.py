@@ -49,10 +49,13 @@ def parse_notification(payload: str) -> dict[int, dict[str, Any] | None]:
             if not (isinstance(states, list) and isinstance(ats, list) and len(states) == len(ats) == len(ids)):
                 return dict.fromkeys(ids)
             hints: dict[int, dict[str, Any] | None] = {}
+            times: dict[int, datetime] = {}  # a batch often shares one scheduled_for: convert it once
             for event_id, state, at in zip(ids, states, ats):
                 if isinstance(state, str) and _valid_id(at):
-                    hints[event_id] = {"id": event_id, "state": state,
-                                       "scheduled_for": _EPOCH + timedelta(microseconds=at)}
+                    when = times.get(at)
+                    if when is None:
+                        when = times[at] = _EPOCH + timedelta(microseconds=at)
+                    hints[event_id] = {"id": event_id, "state": state, "scheduled_for": when}
                 else:
                     hints[event_id] = None
             return hints
