@@ -185,9 +185,7 @@ class Database:
                     conn.autocommit = True  # a flag only while idle: psycopg2 sends nothing for it
                 with conn.cursor(cursor_factory=DictCursor) as cur:
                     yield cur
-                if autocommit:
-                    conn.autocommit = False
-                else:
+                if not autocommit:
                     conn.commit()
             except BaseException as exc:
                 broken = not _rollback(conn)
@@ -205,7 +203,7 @@ class Database:
             if conn is not None:
                 if autocommit and not conn.closed and not broken:
                     try:
-                        conn.autocommit = False
+                        conn.autocommit = False  # the pool hands out connections in transaction mode
                     except psycopg2.Error:
                         broken = True
                 self._pool.put(conn, broken)
