@@ -10,6 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from tests.helpers import free_port, wait_for
 
@@ -38,7 +39,12 @@ class Broker:
                 existing = set(admin.list_topics())
                 new = [NewTopic(name, partitions, 1) for name, partitions in TOPICS.items() if name not in existing]
                 if new:
-                    admin.create_topics(new)
+                    try:
+                        admin.create_topics(new)
+                    except TopicAlreadyExistsError:
+                        # After a restart an app's consumer may have created some meanwhile (the broker
+                        # creates topics on first use); the others in the request were still created.
+                        pass
             finally:
                 admin.close()
         return self
