@@ -19,6 +19,11 @@ from db import Database
 _RETURNING = """e.id, e.payload, e.attempts, e.max_attempts, e.scheduled_for, e.started_at, e.priority,
                 e.state, e.worker, e.callback_id, c.name AS callback, c.kind, c.target, c.config, c.timeout_seconds"""
 
+# What a claim sets, by either road (claim_due, claim_ids): the attempt, its holder and its lease.
+_CLAIM = """SET state = 'running', attempts = e.attempts + 1, worker = %(worker)s,
+                   started_at = clock_timestamp(), updated_at = clock_timestamp(),
+                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %(grace)s)"""
+
 
 def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
               held: dict[int, int] | None = None, cap: int | None = None,
@@ -55,9 +60,7 @@ def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
                 LIMIT %(limit)s
             )
             UPDATE events e
-               SET state = 'running', attempts = e.attempts + 1, worker = %(worker)s,
-                   started_at = clock_timestamp(), updated_at = clock_timestamp(),
-                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %(grace)s)
+               {_CLAIM}
               FROM pick, callbacks c
              WHERE e.id = pick.id AND c.id = e.callback_id
             RETURNING {_RETURNING}""",
@@ -71,9 +74,7 @@ def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> 
     manual, under a lease. Rows another transaction holds are skipped, not waited for."""
     return db.query(
         f"""UPDATE events e
-               SET state = 'running', attempts = e.attempts + 1, worker = %(worker)s,
-                   started_at = clock_timestamp(), updated_at = clock_timestamp(),
-                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %(grace)s)
+               {_CLAIM}
               FROM callbacks c
              WHERE c.id = e.callback_id AND c.kind <> 'manual' AND e.id IN (
                    SELECT id FROM events WHERE id = ANY(%(ids)s::bigint[])

@@ -74,8 +74,8 @@ def _insert(cur, items: list[EventCreate], source: str) -> list[tuple[dict[str, 
 
     Why this shape: batch creation is the hot path of throughput. One INSERT over unnest() arrays (psycopg2
     adapts each list in C, no per-row SQL text) answers with the full rows through RETURNING, and the callback
-    name comes from the lookup already made, so there is no second SELECT; a plain cursor builds the dicts
-    with zip instead of RealDictRow. Only replayed idempotency keys are read back with SELECT.
+    name comes from the lookup already made, so there is no second SELECT; the answer's dicts are built
+    from a plain cursor's tuples in the order of SELECT. Only replayed idempotency keys are read back with SELECT.
     """
     callbacks = _resolve_callbacks(cur, [item.callback for item in items])
     keys = [item.idempotency_key for item in items if item.idempotency_key]

@@ -281,8 +281,10 @@ class Executor:
             for row in rows:
                 audit.record("attempt_started", row, worker=self.worker, scheduled_for=row["scheduled_for"],
                              started_at=row["started_at"])
-        inline = [row for row in rows if kinds.runs_inline(row["kind"], row["target"])]
-        pooled = [row for row in rows if not kinds.runs_inline(row["kind"], row["target"])] if inline else rows
+        inline: list[dict[str, Any]] = []
+        pooled: list[dict[str, Any]] = []
+        for row in rows:
+            (inline if kinds.runs_inline(row["kind"], row["target"]) else pooled).append(row)
         if pooled:
             with self._lock:
                 for row in pooled:
