@@ -1,8 +1,9 @@
 """Claims due events, runs them in a bounded worker pool under a lease, and records their outcomes.
 
 Three kinds of thread, each with a clean stop and a bounded wait:
-- the dispatcher claims due events (woken by the scheduler, the listener, or its sweep period);
-- workers run one attempt each, with the callback's timeout;
+- the dispatcher claims due events (woken by the scheduler, the listener, or its sweep period) and
+  runs those of inline handlers itself (the listener may claim a few new ones by id: Executor.take);
+- workers run one attempt each of the other kinds, with the callback's timeout;
 - the completer writes outcomes in batches (one transaction per batch, history by trigger)
   and enforces timeouts: an attempt past its deadline is recorded as failed and its thread is
   replaced, so a hung callback never shrinks the pool.
@@ -308,25 +309,22 @@ class Executor:
         with self._lock:
             self._inline_runs += 1  # stop() waits for this to reach 0 before it stops the completer
         try:
-            self._run_inline_rows(rows)
+            for index, row in enumerate(rows):
+                if not self._claiming:
+                    self._release(rows[index:], "released: instance shutting down before the attempt started")
+                    return
+                started, started_wall = time.monotonic(), time.time()
+                self.metrics.lateness.observe(max(started_wall - row["scheduled_for"].timestamp(), 0.0))
+                crashpoints.reached("after_claim")
+                ok, result, error = self._call(row)
+                duration = time.monotonic() - started
+                self._learn(row, duration)
+                crashpoints.reached("before_outcome")
+                self._outcomes.put(self._outcome(row, ok, result, error, duration, started_wall))
+                self.metrics.run_time.labels(row["kind"]).observe(duration)
         finally:
             with self._lock:
                 self._inline_runs -= 1
-
-    def _run_inline_rows(self, rows: list[dict[str, Any]]) -> None:
-        for index, row in enumerate(rows):
-            if not self._claiming:
-                self._release(rows[index:], "released: instance shutting down before the attempt started")
-                return
-            started, started_wall = time.monotonic(), time.time()
-            self.metrics.lateness.observe(max(started_wall - row["scheduled_for"].timestamp(), 0.0))
-            crashpoints.reached("after_claim")
-            ok, result, error = self._call(row)
-            duration = time.monotonic() - started
-            self._learn(row, duration)
-            crashpoints.reached("before_outcome")
-            self._outcomes.put(self._outcome(row, ok, result, error, duration, started_wall))
-            self.metrics.run_time.labels(row["kind"]).observe(duration)
 
     # -- workers ------------------------------------------------------------------------
 
