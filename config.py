@@ -27,7 +27,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     api_token: str = field(default="", repr=False)
-    """When set, every write (POST/PUT/PATCH/DELETE) needs `Authorization: Bearer <token>`."""
+    """An admin token. Once it, or any token made with `python app.py tokens add`, exists, every route but
+    /health and the page needs `Authorization: Bearer <token>` with a wide enough scope."""
+    metrics_public: bool = False
+    """Serve /metrics without a token (for a Prometheus scraper on a private network)."""
+    token_check_seconds: float = 1.0
+    """How long "no named token exists" is believed before the database is asked again (seconds): a token
+    added from the command line closes an open API within this time; a revoked token is refused at once."""
     log_dir: str = "logs"
     log_max_bytes: int = 10 * 1024 * 1024
     """Audit and error logs rotate at this size (bytes)."""

@@ -239,6 +239,27 @@ CREATE TABLE IF NOT EXISTS punctual_flags (
     set_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- API tokens (DESIGN.md "Access"): made with `python app.py tokens add NAME --scope SCOPE`, which prints the
+-- secret once. Only its SHA-256 is kept: the secret is 32 random bytes, so a fast hash is enough (nothing to
+-- brute-force), and a stolen table opens nothing. A revoked token keeps its row (who had access, and when),
+-- and its name may be given to a new token. A desk token's name is the worker it claims as.
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id          bigserial PRIMARY KEY,
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    scope       text NOT NULL CHECK (scope IN ('read', 'write', 'desk', 'admin')),
+    token_hash  text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_active_name_idx ON api_tokens (name) WHERE revoked_at IS NULL;
+
+-- A manual event's lease is held by whoever knows this value, answered by the claim only: extend,
+-- complete and release must send it back, so a second worker (or a stale tab) cannot act on a lease
+-- it does not hold, even under the same name. Never answered by reads.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS lease_token text;
+
+-- Callback-related additions (signing secrets, deletion rules) go below this line.
+
 -- The built-in callbacks, seeded once; a user's later edits are kept.
 INSERT INTO callbacks (name, kind, target) VALUES
     ('Addition',       'python', 'add'),

@@ -33,6 +33,13 @@ class Unauthorized(AppError):
     code = "unauthorized"
 
 
+class Forbidden(AppError):
+    """The token is valid, but its scope does not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AppError):
     """No such resource."""
 

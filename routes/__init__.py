@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from flask import current_app, jsonify
+from flask_openapi3 import APIBlueprint
 
 from config import Settings
 from db import Database
@@ -13,16 +14,49 @@ from schemas import ErrorBody
 
 # The error answers every JSON route may give, all in the one error body. Naming 422 here also keeps
 # flask-openapi3 from documenting its own validation-error shape, which this API never sends.
-ERRORS = {str(status): ErrorBody for status in (400, 401, 404, 409, 413, 415, 422, 503)}
+ERRORS = {str(status): ErrorBody for status in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
 
-# Writes need `Authorization: Bearer <API_TOKEN>` when API_TOKEN is set (routes/http.py enforces it);
-# the scheme itself is declared on the app by http.install.
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer",
-                               "description": "API_TOKEN; required on POST/PUT/PATCH/DELETE when it is set"}}
+# Access (DESIGN.md "Access"): every operation declares the scope it needs, and that one declaration is both
+# what /openapi.json shows (OpenAPI 3.1 lets a bearer requirement list role names) and what routes/http.py
+# enforces. An operation that declares nothing needs `admin`: a route added without thought is closed, not open.
+SCOPES = ("read", "write", "desk", "admin")
+PUBLIC: list[dict[str, list[str]]] = [{}]  # OpenAPI's "no credentials needed": /health and the page only
+
+
+def needs(scope: str) -> list[dict[str, list[str]]]:
+    """The security requirement of an operation that needs a token with `scope` (or a wider one)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    return [{"bearer": [scope]}]
+
+
+SECURITY_SCHEMES = {"bearer": {
+    "type": "http", "scheme": "bearer",
+    "description": "A token: API_TOKEN (scope admin) or one made with `python app.py tokens add NAME --scope "
+                   "read|write|desk|admin`. Each operation lists the scope it needs; admin covers all, write and "
+                   "desk cover read. Needed once any token exists; without one, the API is open."}}
+
+
+class Blueprint(APIBlueprint):
+    """An APIBlueprint that remembers each operation's declared scope, keyed by (endpoint, method)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scopes: dict[tuple[str, str], Optional[str]] = {}
+
+    def _collect_openapi_info(self, rule: str, func: Any, *, security: Any = None, method: str = "GET",
+                              **kwargs: Any) -> Any:
+        declared: Optional[str] = None
+        if security == PUBLIC:
+            declared = "public"
+        elif security:
+            declared = next(iter(security[0].get("bearer") or []), None)
+        self.scopes[(f"{self.name}.{func.__name__}", str(method).upper())] = declared
+        return super()._collect_openapi_info(rule, func, security=security, method=method, **kwargs)
 
 if TYPE_CHECKING:
     from bridge.service import Bridge
+    from controllers.access import Access
     from engine import Engine
 
 
@@ -35,6 +69,7 @@ class Services:
     metrics: Metrics
     engine: Optional["Engine"] = None
     bridge: Optional["Bridge"] = None
+    access: Optional["Access"] = None
 
 
 def services() -> Services:

@@ -1,49 +1,49 @@
 """/callbacks: create, list, read, change and delete callbacks."""
 from __future__ import annotations
 
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 
 from controllers import callbacks
-from routes import BEARER, ERRORS, answer, services
+from routes import ERRORS, Blueprint, answer, needs, services
 from schemas import Callback, CallbackCreate, CallbackList, CallbackPath, CallbackUpdate
 
 tag = Tag(name="callbacks", description="Named, reusable actions")
-bp = APIBlueprint("callbacks", __name__, abp_tags=[tag], abp_responses=ERRORS)
+bp = Blueprint("callbacks", __name__, abp_tags=[tag], abp_responses=ERRORS)
 
 
-@bp.get("/callbacks", responses={200: CallbackList})
+@bp.get("/callbacks", responses={200: CallbackList}, security=needs("read"))
 def list_callbacks():
     """List callbacks."""
     return answer({"callbacks": callbacks.list_callbacks(services().db)})
 
 
-@bp.post("/callbacks", responses={201: Callback}, security=BEARER)
+@bp.post("/callbacks", responses={201: Callback}, security=needs("admin"))
 def create_callback(body: CallbackCreate):
     """Create a callback."""
     s = services()
     return answer(callbacks.create_callback(s.db, s.settings, body), 201)
 
 
-@bp.get("/callbacks/<int:callback_id>", responses={200: Callback})
+@bp.get("/callbacks/<int:callback_id>", responses={200: Callback}, security=needs("read"))
 def get_callback(path: CallbackPath):
     """Read a callback."""
     return answer(callbacks.get_callback(services().db, path.callback_id))
 
 
-@bp.put("/callbacks/<int:callback_id>", responses={200: Callback}, security=BEARER)
+@bp.put("/callbacks/<int:callback_id>", responses={200: Callback}, security=needs("admin"))
 def put_callback(path: CallbackPath, body: CallbackUpdate):
     """Change any subset of a callback's writable fields."""
     s = services()
     return answer(callbacks.update_callback(s.db, s.settings, path.callback_id, body))
 
 
-@bp.patch("/callbacks/<int:callback_id>", responses={200: Callback}, security=BEARER)
+@bp.patch("/callbacks/<int:callback_id>", responses={200: Callback}, security=needs("admin"))
 def patch_callback(path: CallbackPath, body: CallbackUpdate):
     """Same as PUT: change any subset of a callback's writable fields."""
     return put_callback(path=path, body=body)
 
 
-@bp.delete("/callbacks/<int:callback_id>", responses={204: None}, security=BEARER)
+@bp.delete("/callbacks/<int:callback_id>", responses={204: None}, security=needs("admin"))
 def delete_callback(path: CallbackPath):
     """Delete a callback with no scheduled or running events (its finished events go with it)."""
     callbacks.delete_callback(services().db, path.callback_id)

@@ -1,17 +1,17 @@
 """/events/claim and the lease routes: people and external workers pull events of manual callbacks."""
 from __future__ import annotations
 
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 
 from controllers import claims
-from routes import BEARER, ERRORS, answer, services
+from routes import ERRORS, Blueprint, answer, needs, services
 from schemas import ClaimRequest, CompleteRequest, Event, EventPath, ExtendRequest, ReleaseRequest
 
 tag = Tag(name="claims", description="Pull work of manual callbacks under a lease")
-bp = APIBlueprint("claims", __name__, abp_tags=[tag], abp_responses=ERRORS)
+bp = Blueprint("claims", __name__, abp_tags=[tag], abp_responses=ERRORS)
 
 
-@bp.post("/events/claim", responses={200: Event, 204: None}, security=BEARER)
+@bp.post("/events/claim", responses={200: Event, 204: None}, security=needs("desk"))
 def claim(body: ClaimRequest):
     """Lease the next due event of a manual callback to this worker; 204 when nothing waits."""
     event = claims.claim(services().db, body.worker, body.callback, body.lease_seconds)
@@ -20,19 +20,19 @@ def claim(body: ClaimRequest):
     return answer(event)
 
 
-@bp.post("/events/<int:event_id>/extend", responses={200: Event}, security=BEARER)
+@bp.post("/events/<int:event_id>/extend", responses={200: Event}, security=needs("desk"))
 def extend(path: EventPath, body: ExtendRequest):
     """More time: the holder's lease runs `seconds` (default: the callback's) from now."""
     return answer(claims.extend(services().db, path.event_id, body.worker, body.seconds))
 
 
-@bp.post("/events/<int:event_id>/complete", responses={200: Event}, security=BEARER)
+@bp.post("/events/<int:event_id>/complete", responses={200: Event}, security=needs("desk"))
 def complete(path: EventPath, body: CompleteRequest):
     """The holder finished it; `result` is stored."""
     return answer(claims.complete(services().db, path.event_id, body.worker, body.result))
 
 
-@bp.post("/events/<int:event_id>/release", responses={200: Event}, security=BEARER)
+@bp.post("/events/<int:event_id>/release", responses={200: Event}, security=needs("desk"))
 def release(path: EventPath, body: ReleaseRequest):
     """The holder gives it back at once (e.g. logs out); anyone may claim it now."""
     return answer(claims.release(services().db, path.event_id, body.worker))

@@ -4,18 +4,18 @@ from __future__ import annotations
 import json
 import uuid
 
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 
 from controllers import ingest
 from errors import Unavailable
-from routes import BEARER, ERRORS, answer, services
+from routes import ERRORS, Blueprint, answer, needs, services
 from schemas import AlertCreate, AlertSent, RejectedList, RejectedQuery
 
 tag = Tag(name="kafka", description="Alerts produced to Kafka; messages the bridge refused")
-bp = APIBlueprint("kafka", __name__, abp_tags=[tag], abp_responses=ERRORS)
+bp = Blueprint("kafka", __name__, abp_tags=[tag], abp_responses=ERRORS)
 
 
-@bp.post("/alerts", responses={202: AlertSent}, security=BEARER)
+@bp.post("/alerts", responses={202: AlertSent}, security=needs("write"))
 def create_alert(body: AlertCreate):
     """Produce an alert to the alerts topic (503 when Kafka is not configured or does not answer)."""
     s = services()
@@ -30,7 +30,7 @@ def create_alert(body: AlertCreate):
                    "alert_id": alert["alert_id"]}, 202)
 
 
-@bp.get("/rejected-messages", responses={200: RejectedList})
+@bp.get("/rejected-messages", responses={200: RejectedList}, security=needs("read"))
 def list_rejected(query: RejectedQuery):
     """Kafka messages that could not become events, newest first, with their raw bytes and the reason."""
     return answer(ingest.list_rejected(services().db, query.limit, query.cursor))

@@ -5,15 +5,15 @@ import json
 from typing import Optional
 
 from flask import Response, request
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 from pydantic import BaseModel
 
 import streams
 from errors import Unavailable
-from routes import ERRORS, answer, services
+from routes import ERRORS, Blueprint, answer, needs, services
 
 tag = Tag(name="live", description="What the web client needs to stay current")
-bp = APIBlueprint("live", __name__, abp_tags=[tag], abp_responses=ERRORS)
+bp = Blueprint("live", __name__, abp_tags=[tag], abp_responses=ERRORS)
 
 
 class MinuteCount(BaseModel):
@@ -41,7 +41,8 @@ def broadcaster() -> Optional[streams.Broadcaster]:
                                                    "{id, state, scheduled_for}; state null = deleted), `resync` "
                                                    "(read everything again), `bye` (the server stops) and `unavailable` (an "
                                                    "API-only process: poll instead) messages; a comment every 15 s",
-                                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+                                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        security=needs("read"))
 def stream():
     """Live changes of events, pushed from the database's notifications (ids and states, never rows)."""
     hub = broadcaster()
@@ -64,7 +65,7 @@ def stream():
     return response
 
 
-@bp.get("/stats", responses={200: Stats})
+@bp.get("/stats", responses={200: Stats}, security=needs("read"))
 def stats():
     """Events per state now, and outcomes per minute over the last hour (the web client's counts and chart)."""
     db = services().db

@@ -4,18 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Response, current_app, send_from_directory
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 
-from routes import answer, services
+from routes import PUBLIC, Blueprint, answer, needs, services
 from schemas import ErrorBody, Health
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
 
 tag = Tag(name="system", description="Health, metrics, this document")
-bp = APIBlueprint("system", __name__, abp_tags=[tag], abp_responses={"422": ErrorBody, "503": ErrorBody})
+bp = Blueprint("system", __name__, abp_tags=[tag], abp_responses={"422": ErrorBody, "503": ErrorBody})
 
 
-@bp.get("/health", responses={200: Health, 503: Health})
+@bp.get("/health", responses={200: Health, 503: Health}, security=PUBLIC)
 def health():
     """Liveness and readiness of the database, listener, scheduler, executor and Kafka."""
     s = services()
@@ -34,14 +34,16 @@ def health():
 
 
 @bp.get("/metrics", responses={200: {"description": "Prometheus text exposition format 0.0.4",
-                                     "content": {"text/plain": {"schema": {"type": "string"}}}}})
+                                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        security=needs("read"))
 def metrics():
     """Prometheus text metrics."""
     return Response(services().metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
 @bp.get("/openapi.json", responses={200: {"description": "This OpenAPI document",
-                                          "content": {"application/json": {"schema": {"type": "object"}}}}})
+                                          "content": {"application/json": {"schema": {"type": "object"}}}}},
+        security=needs("read"))
 def openapi():
     """This API, described from the same models that validate its requests."""
     return answer(current_app.api_doc)
@@ -63,28 +65,32 @@ def _client_file(name: str, mimetype: str):
 
 
 @bp.get("/", responses={200: {"description": "The web client's page",
-                              "content": {"text/html": {"schema": {"type": "string"}}}}})
+                              "content": {"text/html": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
 def index():
     """The web client: live events, scheduling, callbacks, the alert desk."""
     return _client_file("index.html", "text/html")
 
 
 @bp.get("/app.js", responses={200: {"description": "The web client's script (no build step)",
-                                    "content": {"text/javascript": {"schema": {"type": "string"}}}}})
+                                    "content": {"text/javascript": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
 def client_script():
     """The web client's script."""
     return _client_file("app.js", "text/javascript")
 
 
 @bp.get("/live-worker.js", responses={200: {"description": "The shared worker that holds one live stream for all tabs",
-                                           "content": {"text/javascript": {"schema": {"type": "string"}}}}})
+                                           "content": {"text/javascript": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
 def client_worker():
     """The web client's shared worker: one /stream connection per browser, however many tabs."""
     return _client_file("live-worker.js", "text/javascript")
 
 
 @bp.get("/app.css", responses={200: {"description": "The web client's style sheet",
-                                     "content": {"text/css": {"schema": {"type": "string"}}}}})
+                                     "content": {"text/css": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
 def client_style():
     """The web client's style sheet."""
     return _client_file("app.css", "text/css")
