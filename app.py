@@ -69,7 +69,12 @@ def _serve_until(server, stop: threading.Event) -> None:
         server.asyncore.loop(timeout=0.2, map=socket_map, use_poll=server.adj.asyncore_use_poll, count=1)
 
 
-def main() -> int:
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tokens"]:  # `python app.py tokens add|list|revoke ...`: manage API tokens, then exit
+        import cli
+
+        return cli.tokens(argv[1:])
     from waitress.server import create_server  # the production WSGI server
 
     # Installed first, so a stop asked for during start-up is also a clean stop (exit 0).

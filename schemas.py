@@ -180,26 +180,43 @@ class EventBatchResult(BaseModel):
 
 Worker = Annotated[str, Field(min_length=1, max_length=200, description="who holds the lease")]
 LeaseSeconds = Annotated[float, Field(gt=0, le=86_400)]
+LeaseToken = Annotated[str, Field(min_length=1, max_length=200, description="the claim's lease_token")]
+WORKER_FROM_TOKEN = ("default: the token's name. A desk token's name is the worker: any other value is refused "
+                     "(403); an admin token may name any worker; without tokens configured, it is required")
 
 
 class ClaimRequest(Strict):
-    worker: Worker
+    worker: Optional[Worker] = Field(None, description=WORKER_FROM_TOKEN)
     callback: Optional[Name] = Field(None, description="only events of this manual callback (name or id)")
     lease_seconds: Optional[LeaseSeconds] = Field(None, description="default: the callback's timeout_seconds")
 
 
 class ExtendRequest(Strict):
-    worker: Worker
+    lease_token: LeaseToken
+    worker: Optional[Worker] = Field(None, description=WORKER_FROM_TOKEN)
     seconds: Optional[LeaseSeconds] = Field(None, description="the lease runs this long from now")
 
 
 class CompleteRequest(Strict):
-    worker: Worker
+    lease_token: LeaseToken
+    worker: Optional[Worker] = Field(None, description=WORKER_FROM_TOKEN)
     result: Any = None
 
 
 class ReleaseRequest(Strict):
-    worker: Worker
+    lease_token: LeaseToken
+    worker: Optional[Worker] = Field(None, description=WORKER_FROM_TOKEN)
+
+
+class ClaimedEvent(Event):
+    lease_token: str = Field(description="proof of holding this lease: extend, complete and release need it")
+
+
+class WhoAmI(BaseModel):
+    name: str = Field(description="the token's name (the worker, for a desk token); 'anonymous' when no token "
+                                  "is configured")
+    scope: Literal["read", "write", "desk", "admin"]
+    tokens_required: bool = Field(description="whether this server asks for a token at all")
 
 
 # -- Kafka ------------------------------------------------------------------------------------
