@@ -19,6 +19,7 @@ from waitress.server import MultiSocketServer
 
 import audit
 from config import Settings
+from controllers.access import Access
 from db import Database, database_url_from, redact
 from bridge.service import Bridge
 from engine import Engine
@@ -49,9 +50,12 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
                                   db.query("SELECT state, count(*) AS n FROM events GROUP BY state")})
     if bridge is not None:
         metrics.watch_bridge(bridge.health)
-    app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine, bridge=bridge)
-    http.install(app)
-    for blueprint in (callbacks.bp, claims.bp, events.bp, kafka.bp, stream.bp, system.bp):
+    access = Access(db, settings.api_token, settings.token_check_seconds)
+    app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine, bridge=bridge,
+                                          access=access)
+    blueprints = [callbacks.bp, claims.bp, events.bp, kafka.bp, stream.bp, system.bp]
+    http.install(app, blueprints)
+    for blueprint in blueprints:
         app.register_api(blueprint)
     return app
 

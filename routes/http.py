@@ -1,25 +1,24 @@
-"""What every request goes through: strict JSON in, the JSON error body out, the API token on writes."""
+"""What every request goes through: the token and its scope, strict JSON in, the JSON error body out."""
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import math
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Optional
 
-from flask import Flask, request
+from flask import Flask, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from controllers.access import Access
 from errors import AppError, BadRequest, Invalid, Unauthorized, Unavailable
-from routes import SECURITY_SCHEMES, answer, services
+from routes import SECURITY_SCHEMES, Blueprint, answer, services
 
 log = logging.getLogger("punctual.http")
 
 MAX_DEPTH = 64
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _reject_constant(name: str) -> None:
@@ -71,14 +70,38 @@ def _unstorable(value: Any, depth: int = 0, path: str = "$") -> str | None:
     return None
 
 
-def check_token() -> None:
-    token = services().settings.api_token
-    if not token or request.method not in WRITE_METHODS:
+def scope_needed(scopes: dict[tuple[str, str], Optional[str]], endpoint: Optional[str], method: str,
+                 metrics_public: bool) -> str:
+    """The scope a request needs: what its operation declares; `admin` when it declares nothing (a route
+    added without a declaration is closed, not open); `read` for paths that match no route, so that an
+    anonymous client cannot map the API by its 404s and 405s."""
+    if endpoint is None:
+        return "read"
+    if method == "HEAD":
+        method = "GET"
+    elif method == "OPTIONS":
+        declared = {scope for (ep, _), scope in scopes.items() if ep == endpoint}
+        return "public" if declared == {"public"} else "read"
+    if metrics_public and endpoint == "system.metrics":
+        return "public"
+    return scopes.get((endpoint, method)) or "admin"
+
+
+def check_access() -> None:
+    """401 without a valid token, 403 when its scope is too small: before the body is even parsed, so an
+    unauthenticated client learns nothing from how its request would have been read."""
+    s = services()
+    needed = scope_needed(current_scopes(), request.endpoint, request.method, s.settings.metrics_public)
+    if needed == "public":
         return
-    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
-    # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in constant time.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized("this route needs 'Authorization: Bearer <API_TOKEN>'")
+    assert s.access is not None
+    principal = s.access.authenticate(request.headers.get("Authorization"))
+    Access.require(principal, needed)
+    g.principal = principal
+
+
+def current_scopes() -> dict[tuple[str, str], Optional[str]]:
+    return current_app.extensions["punctual.scopes"]
 
 
 def check_body() -> None:
@@ -116,12 +139,13 @@ def _validation_error(exc: ValidationError):
     return answer(Invalid(f"invalid request: {summary}", {"fields": fields}).body(), 422)
 
 
-def install(app: Flask) -> None:
+def install(app: Flask, blueprints: list[Blueprint]) -> None:
     """Hook the JSON provider, the guards and the error mapping onto the app."""
     app.json_provider_class = StrictJSON
     app.security_schemes = {**SECURITY_SCHEMES, **(app.security_schemes or {})}  # documented in /openapi.json
+    app.extensions["punctual.scopes"] = {key: scope for bp in blueprints for key, scope in bp.scopes.items()}
     app.json = StrictJSON(app)
-    app.before_request(check_token)
+    app.before_request(check_access)
     app.before_request(check_body)
     app.before_request(check_query)
 

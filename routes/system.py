@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Response, current_app, send_from_directory
+from flask import Response, current_app, g, send_from_directory
 from flask_openapi3 import Tag
 
 from routes import PUBLIC, Blueprint, answer, needs, services
-from schemas import ErrorBody, Health
+from schemas import ErrorBody, Health, WhoAmI
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
 
 tag = Tag(name="system", description="Health, metrics, this document")
-bp = Blueprint("system", __name__, abp_tags=[tag], abp_responses={"422": ErrorBody, "503": ErrorBody})
+bp = Blueprint("system", __name__, abp_tags=[tag],
+               abp_responses={str(status): ErrorBody for status in (401, 403, 422, 503)})
 
 
 @bp.get("/health", responses={200: Health, 503: Health}, security=PUBLIC)
@@ -31,6 +32,14 @@ def health():
     # Kafka is optional: reported, but a broker outage does not take the API out of rotation.
     healthy = all(check["status"] in ("ok", "off") for name, check in checks.items() if name != "kafka")
     return answer({"status": "ok" if healthy else "degraded", "checks": checks}, 200 if healthy else 503)
+
+
+@bp.get("/whoami", responses={200: WhoAmI}, security=needs("read"))
+def whoami():
+    """The token this request carries: its name and scope (the web client shows only what the scope allows)."""
+    principal = g.principal
+    return answer({"name": principal.name, "scope": principal.scope,
+                   "tokens_required": principal.authenticated})
 
 
 @bp.get("/metrics", responses={200: {"description": "Prometheus text exposition format 0.0.4",
