@@ -316,9 +316,10 @@ def manual_round_trips(ctx: punctual.Context, n: int, workers: int = 4) -> dict[
                 if r.status_code != 200:
                     errors[index] += 1
                     continue
-                event_id = r.json()["id"]
+                event_id, lease_token = r.json()["id"], r.json()["lease_token"]
                 c = session.post(f"{app.url}/events/{event_id}/complete",
-                                 data=json.dumps({"worker": name, "result": {"ok": True}}), headers=headers, timeout=30)
+                                 data=json.dumps({"worker": name, "lease_token": lease_token, "result": {"ok": True}}),
+                                 headers=headers, timeout=30)
                 if c.status_code == 200:
                     done[index] += 1
                 else:

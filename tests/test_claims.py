@@ -1,5 +1,12 @@
-"""Manual callbacks and the pull API: named workers claim, extend, complete and release events under a lease."""
+"""Manual callbacks and the pull API: named workers claim, extend, complete and release events under a lease.
+
+Each claim answers a lease_token; extend, complete and release need it. With tokens configured, a desk
+token's name is the worker: the body cannot claim to be someone else."""
 from __future__ import annotations
+
+import hashlib
+
+import pytest
 
 from tests.helpers import sql, wait_for
 
@@ -29,25 +36,33 @@ def test_the_holder_completes_with_a_result_and_others_cannot(client):
     claimed = client.post("/events/claim", json={"worker": "ann"}).json
     assert claimed["id"] == event_id
 
-    stolen = client.post(f"/events/{event_id}/complete", json={"worker": "bob", "result": {"fixed": True}})
+    lease = claimed["lease_token"]
+    stolen = client.post(f"/events/{event_id}/complete", json={"worker": "bob", "lease_token": lease,
+                                                               "result": {"fixed": True}})
     assert stolen.status_code == 409
+    guessed = client.post(f"/events/{event_id}/complete", json={"worker": "ann", "lease_token": "guess",
+                                                                "result": {"fixed": True}})
+    assert guessed.status_code == 409
+    assert "lease_token" in guessed.json["error"]["message"]
 
-    done = client.post(f"/events/{event_id}/complete", json={"worker": "ann", "result": {"fixed": True}})
+    done = client.post(f"/events/{event_id}/complete", json={"worker": "ann", "lease_token": lease,
+                                                             "result": {"fixed": True}})
     assert done.status_code == 200, done.json
     assert done.json["state"] == "finished" and done.json["result"] == {"fixed": True}
 
 
 def test_extend_gives_more_time_and_release_frees_the_event_at_once(client, db_url):
     event_id = _alert(client, "disk full")
-    client.post("/events/claim", json={"worker": "ann", "lease_seconds": 5})
+    lease = client.post("/events/claim", json={"worker": "ann", "lease_seconds": 5}).json["lease_token"]
     before = sql(db_url, "SELECT lease_until FROM events WHERE id = %s", (event_id,))[0]["lease_until"]
 
-    extended = client.post(f"/events/{event_id}/extend", json={"worker": "ann", "seconds": 60})
+    extended = client.post(f"/events/{event_id}/extend", json={"worker": "ann", "lease_token": lease, "seconds": 60})
     assert extended.status_code == 200, extended.json
     after = sql(db_url, "SELECT lease_until FROM events WHERE id = %s", (event_id,))[0]["lease_until"]
     assert (after - before).total_seconds() > 50
 
-    released = client.post(f"/events/{event_id}/release", json={"worker": "ann"})
+    assert client.post(f"/events/{event_id}/release", json={"worker": "ann"}).status_code == 422  # no lease_token
+    released = client.post(f"/events/{event_id}/release", json={"worker": "ann", "lease_token": lease})
     assert released.status_code == 200 and released.json["state"] == "scheduled"
     taken = client.post("/events/claim", json={"worker": "bob"})
     assert taken.status_code == 200 and taken.json["id"] == event_id
@@ -55,14 +70,15 @@ def test_extend_gives_more_time_and_release_frees_the_event_at_once(client, db_u
 
 def test_an_expired_lease_hands_the_event_to_another_worker_and_history_shows_each_assignment(client):
     event_id = _alert(client, "disk full")
-    assert client.post("/events/claim", json={"worker": "ann", "lease_seconds": 0.3}).json["id"] == event_id
+    first = client.post("/events/claim", json={"worker": "ann", "lease_seconds": 0.3}).json
+    assert first["id"] == event_id
     assert client.post("/events/claim", json={"worker": "bob"}).status_code == 204  # ann still holds it
 
     taken = wait_for(lambda: (r := client.post("/events/claim", json={"worker": "bob"})).status_code == 200 and r,
                      timeout=5, message="the lease to expire")
     assert taken.json["id"] == event_id and taken.json["worker"] == "bob"
 
-    late = client.post(f"/events/{event_id}/complete", json={"worker": "ann"})
+    late = client.post(f"/events/{event_id}/complete", json={"worker": "ann", "lease_token": first["lease_token"]})
     assert late.status_code == 409  # ann's lease is gone
 
     history = client.get(f"/events/{event_id}").json["history"]
@@ -89,4 +105,64 @@ def test_the_engine_never_runs_manual_events(live_client, db_url):
 def test_claim_requests_are_validated(client):
     assert client.post("/events/claim", json={}).status_code == 422
     assert client.post("/events/claim", json={"worker": ""}).status_code == 422
-    assert client.post("/events/999999/complete", json={"worker": "ann"}).status_code == 404
+    assert client.post("/events/999999/complete", json={"worker": "ann", "lease_token": "x"}).status_code == 404
+    assert client.post("/events/999999/complete", json={"worker": "ann"}).status_code == 422
+
+
+def test_a_lease_token_is_answered_by_the_claim_only(client):
+    event_id = _alert(client, "disk full")
+    lease = client.post("/events/claim", json={"worker": "ann"}).json["lease_token"]
+    assert len(lease) >= 20
+    for response in (client.get(f"/events/{event_id}"), client.get("/events")):
+        assert lease not in response.get_data(as_text=True)
+
+
+@pytest.fixture
+def desk(settings, db, db_url):
+    """The API with tokens: ann and bob hold desk tokens, the admin holds API_TOKEN."""
+    from app import create_app
+
+    for name in ("ann", "bob"):
+        sql(db_url, "INSERT INTO api_tokens (name, scope, token_hash) VALUES (%s, 'desk', %s)",
+            (name, hashlib.sha256(f"{name}-secret".encode()).hexdigest()))
+    client = create_app(settings.with_(api_token="admin-secret"), db).test_client()
+    tokens = {name: {"Authorization": f"Bearer {name}-secret"} for name in ("ann", "bob", "admin")}
+    return client, tokens
+
+
+def test_a_desk_token_is_its_worker_and_cannot_act_as_another(desk, db_url):
+    client, tokens = desk
+    event_id = client.post("/events", json={"callback": "Alert", "payload": {"message": "disk full"}},
+                           headers=tokens["admin"]).json["id"]
+    # bob cannot claim in ann's name.
+    assert client.post("/events/claim", json={"worker": "ann"}, headers=tokens["bob"]).status_code == 403
+    claimed = client.post("/events/claim", json={}, headers=tokens["ann"])
+    assert claimed.status_code == 200 and claimed.json["worker"] == "ann"
+    lease = claimed.json["lease_token"]
+    before = sql(db_url, "SELECT state, worker, lease_until, result FROM events WHERE id = %s", (event_id,))
+    # bob, who learned ann's lease_token, still cannot complete, extend or release it: not by naming ann
+    # (403) nor as himself (409), and nothing changes.
+    for action in ("complete", "extend", "release"):
+        as_ann = client.post(f"/events/{event_id}/{action}", json={"worker": "ann", "lease_token": lease},
+                             headers=tokens["bob"])
+        assert as_ann.status_code == 403, (action, as_ann.json)
+        as_bob = client.post(f"/events/{event_id}/{action}", json={"lease_token": lease}, headers=tokens["bob"])
+        assert as_bob.status_code == 409, (action, as_bob.json)
+    assert sql(db_url, "SELECT state, worker, lease_until, result FROM events WHERE id = %s", (event_id,)) == before
+    # ann completes with her token and lease; the worker comes from her token.
+    done = client.post(f"/events/{event_id}/complete", json={"lease_token": lease, "result": "fixed"},
+                       headers=tokens["ann"])
+    assert done.status_code == 200 and done.json["state"] == "finished" and done.json["worker"] == "ann"
+
+
+def test_an_admin_may_act_as_a_named_worker_but_still_needs_the_lease_token(desk):
+    client, tokens = desk
+    event_id = client.post("/events", json={"callback": "Alert", "payload": {}}, headers=tokens["admin"]).json["id"]
+    lease = client.post("/events/claim", json={}, headers=tokens["ann"]).json["lease_token"]
+    assert client.post(f"/events/{event_id}/release", json={"worker": "ann", "lease_token": "wrong"},
+                       headers=tokens["admin"]).status_code == 409
+    released = client.post(f"/events/{event_id}/release", json={"worker": "ann", "lease_token": lease},
+                           headers=tokens["admin"])
+    assert released.status_code == 200 and released.json["state"] == "scheduled"
+    mine = client.post("/events/claim", json={}, headers=tokens["admin"])
+    assert mine.status_code == 200 and mine.json["worker"] == "admin"
