@@ -258,7 +258,48 @@ CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_active_name_idx ON api_tokens (name
 -- it does not hold, even under the same name. Never answered by reads.
 ALTER TABLE events ADD COLUMN IF NOT EXISTS lease_token text;
 
+-- What the request that made a keyed event asked for (SHA-256 of its canonical JSON): a later request
+-- with the same idempotency_key but another body is refused (409) instead of silently answered with
+-- an event it did not ask for. NULL for events made before this column existed: those replay as before.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS idempotency_fingerprint text;
+
 -- Callback-related additions (signing secrets, deletion rules) go below this line.
+
+-- A webhook's Standard Webhooks signing secret ('whsec_' + base64 of 32 random bytes): every delivery is signed
+-- with it (webhook-id, webhook-timestamp, webhook-signature) so receivers can tell Punctual's requests from
+-- forged ones. Kept in clear because signing needs it (an HMAC key cannot be stored hashed); the API answers it
+-- once, when Punctual makes it (creation, rotation), and "***" ever after. NULL for the other kinds.
+ALTER TABLE callbacks ADD COLUMN IF NOT EXISTS signing_secret text;
+-- Webhooks made before signing existed get a secret (their owners read it with a rotation). gen_random_uuid()
+-- is built in (PostgreSQL 13+) and draws from the strong random source; two of them give 244 random bits.
+UPDATE callbacks
+   SET signing_secret = 'whsec_' || encode(decode(replace(gen_random_uuid()::text || gen_random_uuid()::text,
+                                                          '-', ''), 'hex'), 'base64')
+ WHERE kind = 'webhook' AND signing_secret IS NULL;
+
+-- An event's callback cannot be deleted from under it, not even with plain SQL: the history of its events is
+-- audit data, and ON DELETE CASCADE used to remove it as a side effect of DELETE /callbacks/<id>. Earlier
+-- schemas made the key CASCADE (the CREATE TABLE above still says so, for the first run); it is replaced once,
+-- only while it is not RESTRICT ('r'), so later starts change nothing.
+DO $$
+DECLARE
+    old_key record;
+BEGIN
+    FOR old_key IN
+        SELECT conname FROM pg_constraint
+        WHERE conrelid = 'events'::regclass AND confrelid = 'callbacks'::regclass AND contype = 'f'
+          AND confdeltype <> 'r'
+    LOOP
+        EXECUTE format('ALTER TABLE events DROP CONSTRAINT %I', old_key.conname);
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'events'::regclass AND confrelid = 'callbacks'::regclass AND contype = 'f') THEN
+        -- Checks every event once (a scan, on the first start after the upgrade only).
+        ALTER TABLE events ADD CONSTRAINT events_callback_id_fkey
+            FOREIGN KEY (callback_id) REFERENCES callbacks (id) ON DELETE RESTRICT;
+    END IF;
+END
+$$;
 
 -- The built-in callbacks, seeded once; a user's later edits are kept.
 INSERT INTO callbacks (name, kind, target) VALUES

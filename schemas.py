@@ -60,22 +60,34 @@ class StrictQuery(BaseModel):
 
 # -- callbacks ----------------------------------------------------------------------------
 
+_CALLBACK_SECRET_HELP = (
+    "webhooks only, write-only: the Standard Webhooks signing secret (whsec_ + base64 of 24 to 64 bytes). Omit it "
+    "and Punctual makes one, answered once, in this request's answer; \"***\" keeps the stored one")
+_CALLBACK_CONFIG_HELP = (
+    "headers, key and the like; header values are write-only: answered as \"***\", and \"***\" sent back keeps "
+    "the stored value")
+
+
 class CallbackCreate(Strict):
     name: Name
     kind: Kind
     target: str = Field("", max_length=2000, description="handler name, webhook URL or topic")
-    config: dict[str, Any] = Field(default_factory=dict, description="headers, key and the like")
+    config: dict[str, Any] = Field(default_factory=dict, description=_CALLBACK_CONFIG_HELP,
+                                   examples=[{"headers": {"Authorization": "Bearer <token>"}}])
     max_attempts: Optional[Attempts] = None
     timeout_seconds: Optional[Timeout] = None
+    signing_secret: Optional[str] = Field(None, max_length=200, description=_CALLBACK_SECRET_HELP, examples=["***"])
 
 
 class CallbackUpdate(Strict):
     name: Optional[Name] = None
     kind: Optional[Kind] = None
     target: Optional[str] = Field(None, max_length=2000)
-    config: Optional[dict[str, Any]] = None
+    config: Optional[dict[str, Any]] = Field(None, description=_CALLBACK_CONFIG_HELP,
+                                             examples=[{"headers": {"Authorization": "***"}}])
     max_attempts: Optional[Attempts] = None
     timeout_seconds: Optional[Timeout] = None
+    signing_secret: Optional[str] = Field(None, max_length=200, description=_CALLBACK_SECRET_HELP, examples=["***"])
 
 
 class CallbackPath(BaseModel):
@@ -87,9 +99,13 @@ class Callback(BaseModel):
     name: str
     kind: Kind
     target: str
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(description="header values shown as \"***\"",
+                                   examples=[{"headers": {"Authorization": "***"}}])
     max_attempts: int
     timeout_seconds: float
+    signing_secret: Optional[str] = Field(
+        description="webhooks: \"***\", except in the answer of the request that made it (creation, rotation), "
+                    "the only time it is shown; null for the other kinds", examples=["***"])
     created_at: datetime
     updated_at: datetime
 

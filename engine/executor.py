@@ -400,7 +400,7 @@ class Executor:
         attempt = kinds.Attempt(
             event_id=row["id"], attempt=row["attempts"], callback=row["callback"], kind=row["kind"],
             target=row["target"], config=row["config"] or {}, payload=row["payload"],
-            timeout=row["timeout_seconds"],
+            timeout=row["timeout_seconds"], secret=row.get("signing_secret"),
         )
         try:
             result = kinds.run(self.settings, attempt)

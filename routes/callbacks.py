@@ -1,4 +1,4 @@
-"""/callbacks: create, list, read, change and delete callbacks."""
+"""/callbacks: create, list, read, change and delete callbacks; rotate a webhook's signing secret."""
 from __future__ import annotations
 
 from flask_openapi3 import Tag
@@ -43,8 +43,14 @@ def patch_callback(path: CallbackPath, body: CallbackUpdate):
     return put_callback(path=path, body=body)
 
 
+@bp.post("/callbacks/<int:callback_id>/rotate-secret", responses={200: Callback}, security=needs("admin"))
+def rotate_secret(path: CallbackPath):
+    """Give a webhook a new signing secret. The answer shows it, this once; later answers show "***"."""
+    return answer(callbacks.rotate_secret(services().db, path.callback_id))
+
+
 @bp.delete("/callbacks/<int:callback_id>", responses={204: None}, security=needs("admin"))
 def delete_callback(path: CallbackPath):
-    """Delete a callback with no scheduled or running events (its finished events go with it)."""
+    """Delete a callback that has no events at all (409 with the count otherwise: events are audit history)."""
     callbacks.delete_callback(services().db, path.callback_id)
     return "", 204

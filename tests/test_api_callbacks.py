@@ -170,21 +170,51 @@ def test_update_refuses_bad_values_taken_names_nulls_and_read_only_fields(client
     assert sql(db_url, "SELECT * FROM callbacks WHERE id = %s", (created["id"],)) == before
 
 
-def test_delete_removes_a_callback_and_its_finished_events(client, db_url):
+def test_delete_removes_a_callback_that_never_had_events(client, db_url):
     created = client.post("/callbacks", json={"name": "gone", "kind": "python", "target": "add"}).json
-    event = client.post("/events", json={"callback": "gone", "payload": {}}).json
-    assert client.post(f"/events/{event['id']}/cancel").status_code == 200
     response = client.delete(f"/callbacks/{created['id']}")
     assert response.status_code == 204 and response.data == b""
     assert_error(client.get(f"/callbacks/{created['id']}"), 404, "not_found")
-    assert sql(db_url, "SELECT count(*) AS n FROM events WHERE id = %s", (event["id"],)) == [{"n": 0}]
+    assert sql(db_url, "SELECT count(*) AS n FROM callbacks WHERE id = %s", (created["id"],)) == [{"n": 0}]
+
+
+def test_delete_of_a_callback_with_finished_events_is_409_with_the_count_and_keeps_their_history(client, db_url):
+    """Issue 10: DELETE used to cascade to finished events and their history, silently. Events are audit data."""
+    created = client.post("/callbacks", json={"name": "kept", "kind": "python", "target": "add"}).json
+    ids = [client.post("/events", json={"callback": "kept", "payload": {}}).json["id"] for _ in range(2)]
+    for event_id in ids:
+        assert client.post(f"/events/{event_id}/cancel").status_code == 200
+    before = sql(db_url, "SELECT count(*) AS n FROM event_history WHERE event_id = ANY(%s)", (ids,))
+    error = assert_error(client.delete(f"/callbacks/{created['id']}"), 409, "conflict")
+    assert error["details"] == {"events": 2, "pending_events": 0}
+    assert "2 events" in error["message"]
+    assert client.get(f"/callbacks/{created['id']}").status_code == 200
+    assert sql(db_url, "SELECT count(*) AS n FROM events WHERE id = ANY(%s)", (ids,)) == [{"n": 2}]
+    assert sql(db_url, "SELECT count(*) AS n FROM event_history WHERE event_id = ANY(%s)", (ids,)) == before
+    # Once the events themselves are deleted (explicitly, each leaving its audit line), the callback may go.
+    for event_id in ids:
+        assert client.delete(f"/events/{event_id}").status_code == 204
+    assert client.delete(f"/callbacks/{created['id']}").status_code == 204
+
+
+def test_plain_sql_cannot_cascade_a_callbacks_events_away(client, db_url):
+    import psycopg2
+
+    created = client.post("/callbacks", json={"name": "kept", "kind": "python", "target": "add"}).json
+    event = client.post("/events", json={"callback": "kept", "payload": {}}).json
+    client.post(f"/events/{event['id']}/cancel")
+    with pytest.raises(psycopg2.errors.ForeignKeyViolation):
+        sql(db_url, "DELETE FROM callbacks WHERE id = %s", (created["id"],))
+    assert sql(db_url, "SELECT count(*) AS n FROM events WHERE id = %s", (event["id"],)) == [{"n": 1}]
+    assert sql(db_url, """SELECT confdeltype FROM pg_constraint WHERE conrelid = 'events'::regclass
+                          AND confrelid = 'callbacks'::regclass AND contype = 'f'""") == [{"confdeltype": "r"}]
 
 
 def test_delete_with_pending_events_is_409_and_keeps_everything(client, db_url):
     created = client.post("/callbacks", json={"name": "busy", "kind": "python", "target": "add"}).json
     client.post("/events", json={"callback": "busy", "payload": {}, "scheduled_for": "2999-01-01T00:00:00Z"})
     error = assert_error(client.delete(f"/callbacks/{created['id']}"), 409, "conflict")
-    assert error["details"]["pending_events"] == 1
+    assert error["details"] == {"events": 1, "pending_events": 1}
     assert client.get(f"/callbacks/{created['id']}").status_code == 200
     assert sql(db_url, "SELECT count(*) AS n FROM events")[0]["n"] == 1
 

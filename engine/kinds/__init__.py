@@ -7,7 +7,7 @@ from config import Settings
 from engine.kinds import kafka, python, webhook
 from engine.kinds.base import AttemptFailed, Attempt
 
-__all__ = ["AttemptFailed", "Attempt", "run", "runs_inline", "validate_target"]
+__all__ = ["AttemptFailed", "Attempt", "run", "runs_inline", "validate_config", "validate_target"]
 
 # kind -> runner(settings, attempt) -> result. `manual` events are never run by the engine:
 # a person or external worker claims them through the API (controllers/claims.py).
@@ -40,4 +40,11 @@ def validate_target(settings: Settings, kind: str, target: str, config: dict[str
         return webhook.validate_target(settings, target, config)
     if kind == "kafka":
         return None if target.strip() else "a kafka callback needs a topic as its target"
+    return None
+
+
+def validate_config(kind: str, config: dict[str, Any]) -> str | None:
+    """Why this config does not suit the kind (e.g. a webhook header that would inject a line), or None."""
+    if kind == "webhook":
+        return webhook.config_problem(config)
     return None

@@ -1,7 +1,7 @@
 """What a kind's runner is given, and how it says an attempt failed."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,3 +21,6 @@ class Attempt:
     config: dict[str, Any]
     payload: dict[str, Any]
     timeout: float
+    # A webhook's Standard Webhooks signing secret (whsec_...), None for the other kinds. Kept out of repr():
+    # an Attempt in a log line or a traceback must not carry it.
+    secret: str | None = field(default=None, repr=False)
