@@ -73,8 +73,12 @@ class Settings:
 
     python_handler_modules: tuple[str, ...] = ()
     """Modules imported at start to register user handlers (comma-separated)."""
-    webhook_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
-    """Hosts webhook callbacks may call (comma-separated; `*` allows any)."""
+    webhook_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost")
+    """Where webhooks may go (comma-separated): host names (`hooks.example.com`, `*.example.com`), IP addresses
+    and CIDR networks (`10.1.0.0/16`); `*` allows any host name. A URL's host must match an entry; at delivery,
+    every address connected to (after DNS) must be a listed address or network, or a public one: a listed name
+    that resolves to a loopback, private or link-local address is refused unless that address is listed too.
+    See docs/webhooks.md."""
 
     kafka_bootstrap_servers: str = ""
     kafka_alerts_topic: str = "alerts"
