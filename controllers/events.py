@@ -1,6 +1,7 @@
 """The rules for events made through the API: creation, edits, cancel, retry, delete, listing."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Iterable
 
@@ -59,11 +60,13 @@ def _resolve_callbacks(cur, refs: Iterable[int | str]) -> dict[int | str, dict[s
 _COLUMNS = ("id", "payload", "scheduled_for", "state", "priority", "attempts", "max_attempts", "result",
             "last_error", "idempotency_key", "source", "worker", "lease_until", "created_at", "updated_at",
             "started_at", "finished_at")
-_INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key, source)
+_INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key,
+                                idempotency_fingerprint, source)
               SELECT v.callback_id, v.payload::jsonb, COALESCE(v.scheduled_for, now()), v.priority, v.max_attempts,
-                     v.idempotency_key, %s
-              FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::int[], %s::int[], %s::text[])
-                   WITH ORDINALITY AS v(callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key, n)
+                     v.idempotency_key, v.fingerprint, %s
+              FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::int[], %s::int[], %s::text[], %s::text[])
+                   WITH ORDINALITY AS v(callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key,
+                                        fingerprint, n)
               ORDER BY v.n
               ON CONFLICT (idempotency_key) DO NOTHING
               RETURNING callback_id, {", ".join(_COLUMNS)}"""
@@ -92,6 +95,7 @@ def _insert(cur, items: list[EventCreate], source: str) -> list[tuple[dict[str, 
         [item.priority for item in items],
         [item.max_attempts or row["max_attempts"] for item, row in zip(items, chosen)],
         [item.idempotency_key for item in items],
+        [_fingerprint(item, row["id"]) if item.idempotency_key else None for item, row in zip(items, chosen)],
     )
     plain = cur.connection.cursor()
     try:
@@ -103,6 +107,7 @@ def _insert(cur, items: list[EventCreate], source: str) -> list[tuple[dict[str, 
     replayed = [k for k in keys if k not in new_keys]
     by_key: dict[str, dict[str, Any]] = {row["idempotency_key"]: row for row in inserted if row["idempotency_key"]}
     if replayed:
+        _refuse_a_different_body(cur, items, chosen, replayed)
         cur.execute(f"{SELECT} WHERE e.idempotency_key = ANY(%s::text[])", (replayed,))
         for row in cur.fetchall():
             by_key[row["idempotency_key"]] = row
@@ -115,6 +120,31 @@ def _insert(cur, items: list[EventCreate], source: str) -> list[tuple[dict[str, 
         else:
             result.append((next(fresh), True))
     return result
+
+
+def _fingerprint(item: EventCreate, callback_id: int) -> str:
+    """What a keyed request asked for, canonically: the callback by id (a name and an id of the same callback
+    are the same request), omitted optional fields as null."""
+    asked = {"callback": callback_id, "payload": item.payload, "priority": item.priority,
+             "max_attempts": item.max_attempts,
+             "scheduled_for": item.scheduled_for.isoformat() if item.scheduled_for else None}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _refuse_a_different_body(cur, items: list[EventCreate], chosen: list[dict[str, Any]],
+                             replayed: list[str]) -> None:
+    """:raise Conflict: when a replayed key was first used with another body (the caller's transaction rolls
+    back, so a batch that holds such a key creates nothing)."""
+    cur.execute("""SELECT id, idempotency_key, idempotency_fingerprint FROM events
+                   WHERE idempotency_key = ANY(%s::text[])""", (replayed,))
+    stored = {row["idempotency_key"]: row for row in cur.fetchall()}
+    for item, row in zip(items, chosen):
+        first = stored.get(item.idempotency_key) if item.idempotency_key else None
+        asked = _fingerprint(item, row["id"]) if first else None
+        if first and first["idempotency_fingerprint"] and first["idempotency_fingerprint"] != asked:
+            raise Conflict(f"idempotency_key {item.idempotency_key!r} was used for event {first['id']} with another "
+                           "request body; use a new key for a new event",
+                           {"idempotency_key": item.idempotency_key, "event_id": first["id"]})
 
 
 def _event_row(values: tuple, names: dict[int, str]) -> dict[str, Any]:
@@ -131,8 +161,11 @@ def create_events(db: Database, items: list[EventCreate], source: str = "api") -
     BEGIN or COMMIT): the INSERT alone is atomic, and a callback deleted in between fails it on the
     foreign key, answered below like any unknown callback.
     """
+    # A request with idempotency keys runs in a transaction: a key replayed with another body (409) must not
+    # leave the batch's new events behind. Without keys, autocommit: the INSERT alone is atomic.
+    keyed = any(item.idempotency_key for item in items)
     try:
-        with db.transaction(autocommit=True) as cur:
+        with db.transaction(autocommit=not keyed) as cur:
             result = _insert(cur, items, source)
     except psycopg2.errors.ForeignKeyViolation:
         # A callback was deleted between our lookup and the insert (its DELETE committed while the

@@ -78,7 +78,7 @@ def test_callback_may_be_named_by_id_and_explicit_fields_are_kept(client, db_url
 
 def test_a_repeated_idempotency_key_returns_the_first_event_without_a_second_row(client, db_url):
     first = create(client, idempotency_key="order-42", payload={"x": 1, "y": 1})
-    again = client.post("/events", json={"callback": "Subtraction", "payload": {"x": 9, "y": 9},
+    again = client.post("/events", json={"callback": "Addition", "payload": {"y": 1, "x": 1}, "scheduled_for": FAR,
                                          "idempotency_key": "order-42"})
     assert again.status_code == 200
     assert again.headers.get("Idempotent-Replayed") == "true"
@@ -86,12 +86,32 @@ def test_a_repeated_idempotency_key_returns_the_first_event_without_a_second_row
     assert sql(db_url, "SELECT count(*) AS n FROM events") == [{"n": 1}]
     # In a batch too: the known key answers the first event, the new one is created.
     batch = client.post("/events/batch", json={"events": [
-        {"callback": "Addition", "idempotency_key": "order-42"},
+        {"callback": "Addition", "payload": {"x": 1, "y": 1}, "scheduled_for": FAR, "idempotency_key": "order-42"},
         {"callback": "Addition", "idempotency_key": "order-43", "scheduled_for": FAR}]})
     assert batch.status_code == 201, batch.json
     assert batch.json["events"][0]["id"] == first["id"]
     assert batch.json["events"][1]["idempotency_key"] == "order-43"
     assert sql(db_url, "SELECT count(*) AS n FROM events") == [{"n": 2}]
+
+
+def test_a_reused_idempotency_key_with_another_body_is_refused_and_creates_nothing(client, db_url):
+    first = create(client, idempotency_key="order-42", payload={"x": 1, "y": 1})
+    addition = next(c["id"] for c in client.get("/callbacks").json["callbacks"] if c["name"] == "Addition")
+    same_by_id = client.post("/events", json={"callback": addition, "payload": {"x": 1, "y": 1},
+                                              "scheduled_for": FAR, "idempotency_key": "order-42"})
+    assert same_by_id.status_code == 200 and same_by_id.json["id"] == first["id"]  # the same request
+    before = sql(db_url, "SELECT * FROM events ORDER BY id")
+    for changed in ({"payload": {"x": 9, "y": 9}}, {"callback": "Subtraction"}, {"priority": 5},
+                    {"scheduled_for": "2998-01-01T00:00:00+00:00"}, {"max_attempts": 7}):
+        body = {"callback": "Addition", "payload": {"x": 1, "y": 1}, "scheduled_for": FAR,
+                "idempotency_key": "order-42", **changed}
+        refused = client.post("/events", json=body)
+        assert refused.status_code == 409, (changed, refused.json)
+        assert refused.json["error"]["details"] == {"idempotency_key": "order-42", "event_id": first["id"]}
+        # In a batch, the conflict refuses the whole batch: its new event is not left behind.
+        batch = client.post("/events/batch", json={"events": [{"callback": "Addition", "scheduled_for": FAR}, body]})
+        assert batch.status_code == 409, (changed, batch.json)
+    assert sql(db_url, "SELECT * FROM events ORDER BY id") == before
 
 
 # -- batch --------------------------------------------------------------------------------
