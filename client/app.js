@@ -25,7 +25,12 @@ function el(tag, attrs = {}, ...children) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// API: JSON in and out, the token asked once (kept in sessionStorage), errors as readable text.
+// API: JSON in and out, with this tab's token; errors as readable text.
+//
+// Access (DESIGN.md "Access"): once the server has tokens, every request needs one. The page asks
+// GET /whoami first and shows nothing until it answers: with no token kept, or a refused one, it asks for
+// a token (kept in sessionStorage: this tab only, gone when the tab closes). The answer's scope decides
+// what is shown at all (read < write, desk < admin); a later 401 (revoked, expired) asks again.
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -33,28 +38,78 @@ class ApiError extends Error {
     super(error ? error.message : `the server answered ${status}`);
     this.status = status;
     this.code = error ? error.code : "http_" + status;
-    this.details = error ? error.details : {};
+    this.details = (error && error.details) || {};
   }
 }
 
 const TOKEN_KEY = "punctual.token";
-let tokenPrompt = null;
+const COVERS = { read: ["read"], write: ["read", "write"], desk: ["read", "desk"], admin: ["read", "write", "desk", "admin"] };
+/** Who this tab is, from GET /whoami; scope null while signed out (nothing is shown then). */
+const access = { name: null, scope: null, required: false };
 
-function askToken() {
-  if (tokenPrompt) return tokenPrompt;
-  tokenPrompt = new Promise((resolve, reject) => {
+function can(scope) { return Boolean(access.scope && COVERS[access.scope] && COVERS[access.scope].includes(scope)); }
+function storedToken() { return sessionStorage.getItem(TOKEN_KEY); }
+
+/** One request, no retries: {status, ok, data}. Throws an ApiError only when the server cannot be reached. */
+async function send(method, path, body, token) {
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = "Bearer " + token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {
+    throw new ApiError(0, { error: { code: "offline", message: "the server cannot be reached; is Punctual running?" } });
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) { try { data = JSON.parse(text); } catch { data = null; } }
+  return { status: response.status, ok: response.ok, data };
+}
+
+function refusal(status, data) {
+  const error = new ApiError(status, data);
+  if (status === 403) {  // say it in the person's terms: which token, which scope, what it would need
+    const needed = error.details.needed;
+    error.message = needed
+      ? `your token "${access.name}" has the ${access.scope} scope, and this needs ${needed}`
+      : `not allowed with your token "${access.name}" (${access.scope}): ${error.message}`;
+  }
+  return error;
+}
+
+async function api(method, path, body) {
+  for (let round = 0; round < 3; round++) {
+    if (!access.scope) throw new ApiError(401, { error: { code: "unauthorized", message: "sign in with a token first" } });
+    const token = storedToken();
+    const { status, ok, data } = await send(method, path, body, token);
+    if (status === 401) {
+      // Revoked or wrong: ask again (once for all the requests that hit it), then send this one again.
+      if (storedToken() === token) await signIn("The server no longer accepts this tab's token. Enter one that works.");
+      continue;
+    }
+    if (!ok) throw refusal(status, data);
+    return { status, data };
+  }
+  throw new ApiError(401, { error: { code: "unauthorized", message: "the token was refused" } });
+}
+
+/** The token dialog: resolves with what was typed; rejects when the person cancels. */
+function askToken(message) {
+  return new Promise((resolve, reject) => {
     const dialog = $("token-dialog");
     const input = $("t-token");
     input.value = "";
+    $("t-msg").textContent = message || "";
+    $("t-msg").hidden = !message;
     const done = (token) => {
-      dialog.close();
       cleanup();
-      tokenPrompt = null;
-      if (token) { sessionStorage.setItem(TOKEN_KEY, token); resolve(token); }
-      else reject(new ApiError(401, { error: { code: "unauthorized", message: "a token is needed to change things here" } }));
+      if (dialog.open) dialog.close();
+      if (token) resolve(token);
+      else reject(new ApiError(401, { error: { code: "unauthorized", message: "no token was given" } }));
     };
-    const onSubmit = (e) => { e.preventDefault(); done(input.value.trim()); };
-    const onCancel = () => done(null);
+    const onSubmit = (e) => { e.preventDefault(); const token = input.value.trim(); if (token) done(token); else input.focus(); };
+    const onCancel = (e) => { e.preventDefault(); done(null); };
     const cleanup = () => {
       $("token-form").removeEventListener("submit", onSubmit);
       $("t-cancel").removeEventListener("click", onCancel);
@@ -63,36 +118,89 @@ function askToken() {
     $("token-form").addEventListener("submit", onSubmit);
     $("t-cancel").addEventListener("click", onCancel);
     dialog.addEventListener("cancel", onCancel);
-    dialog.showModal();
+    document.body.dataset.auth = "asking";
+    if (!dialog.open) dialog.showModal();
     input.focus();
   });
-  return tokenPrompt;
 }
 
-async function api(method, path, body) {
-  for (let round = 0; round < 3; round++) {
-    const headers = { Accept: "application/json" };
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) headers.Authorization = "Bearer " + token;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    let response;
+let signingIn = null;
+
+/** Ask for a token until the server accepts one (or the person gives up: signed out), then show the page
+ * for that token's scope. Shared: the requests that all got a 401 at once ask only once. */
+function signIn(message) {
+  if (signingIn) return signingIn;
+  signingIn = (async () => {
     try {
-      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    } catch (err) {
-      throw new ApiError(0, { error: { code: "offline", message: "the server cannot be reached; is Punctual running?" } });
+      for (;;) {
+        let token;
+        try { token = await askToken(message); } catch (err) { signedOut(); throw err; }
+        const { status, ok, data } = await send("GET", "/whoami", undefined, token);
+        if (status === 401) { message = "That token was refused (unknown or revoked). Check it and try again."; continue; }
+        if (!ok) throw refusal(status, data);
+        sessionStorage.setItem(TOKEN_KEY, token);
+        const changed = setAccess(data);
+        await signedIn(changed);
+        return;
+      }
+    } finally {
+      signingIn = null;
+      delete document.body.dataset.auth;
     }
-    if (response.status === 401 && method !== "GET") {
-      if (token) sessionStorage.removeItem(TOKEN_KEY);
-      await askToken();
-      continue;
-    }
-    const text = await response.text();
-    let data = null;
-    if (text) { try { data = JSON.parse(text); } catch { data = null; } }
-    if (!response.ok) throw new ApiError(response.status, data);
-    return { status: response.status, data };
+  })();
+  return signingIn;
+}
+
+/** Take on the identity /whoami answered; true when it differs from the one the page showed. */
+function setAccess(who) {
+  const before = `${access.name}|${access.scope}`;
+  access.name = who.name;
+  access.scope = COVERS[who.scope] ? who.scope : "read";  // an unknown scope shows the least
+  access.required = Boolean(who.tokens_required);
+  for (const scope of ["write", "desk", "admin"]) document.body.classList.toggle("may-" + scope, can(scope));
+  document.body.dataset.scope = access.scope;
+  $("who").hidden = !access.required;
+  $("who-name").textContent = access.name;
+  $("who-scope").textContent = access.scope;
+  $("nav-desk").hidden = !can("desk") && !can("write");
+  $("signed-out").hidden = true;
+  return before !== `${access.name}|${access.scope}`;
+}
+
+/** No token the server accepts: show nothing but the way to give one. */
+function signedOut() {
+  access.name = access.scope = null;
+  for (const scope of ["write", "desk", "admin"]) document.body.classList.remove("may-" + scope);
+  delete document.body.dataset.scope;
+  $("who").hidden = true;
+  stopPolling();
+  deskStop();
+  if ($("detail").open) $("detail").close();
+  table.rows.clear();
+  renderTable();
+  callbacks = [];
+  fillCallbackPickers();
+  renderCallbacks();
+  $("counts").replaceChildren();
+  $("chart").replaceChildren();
+  showNotice("");
+  for (const name of VIEWS) $("view-" + name).hidden = true;
+  $("signed-out").hidden = false;
+}
+
+async function signOut() {
+  // A held alert goes back to the queue with the token that holds it (no prompt if that token is dead).
+  const held = desk.held;
+  const back = asHolder(desk.lease);
+  const token = storedToken();
+  deskStop();
+  if (held) {
+    keepLease(held.id, null);
+    await send("POST", `/events/${held.id}/release`, back, token).catch(() => {});
   }
-  throw new ApiError(401, { error: { code: "unauthorized", message: "the token was refused" } });
+  sessionStorage.removeItem(TOKEN_KEY);
+  signedOut();
+  signIn().catch(() => { /* cancelled: the signed-out panel stays */ });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,9 +311,11 @@ function say(node, text, kind = "") {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Live updates: one EventSource per browser, shared by its tabs through a SharedWorker (live-worker.js);
-// a tab without SharedWorker (e.g. Chrome on Android) opens its own. A poll fallback when the server
-// refuses the stream (too many live pages) or has none (an API-only process).
+// Live updates: one /stream connection per browser, shared by its tabs through a SharedWorker
+// (live-worker.js); a tab without SharedWorker (e.g. Chrome on Android) runs the same file as its own
+// Worker. The stream needs the token, so each tab hands its token to the worker, and the worker says when
+// the server refused it. A poll fallback when the server refuses the stream (too many live pages) or has
+// none (an API-only process).
 
 const live = {
   listeners: [],
@@ -214,6 +324,7 @@ const live = {
   onResync(fn) { this.resyncers.push(fn); },
   fallback: null,
   connected: false,  // seen live once: a later "hello" is a reconnect, and what changed meanwhile is read again
+  port: null,        // the worker's port (or the dedicated worker itself)
 };
 
 function setLive(text, kind) {
@@ -224,6 +335,7 @@ function setLive(text, kind) {
 function resyncAll() { live.resyncers.forEach((fn) => fn()); }
 
 function onLive(message) {
+  if (!access.scope) return;  // signed out: this tab shows nothing, live or not
   switch (message.type) {
     case "status":
       setLive(message.text, message.kind);
@@ -244,6 +356,17 @@ function onLive(message) {
     case "poll":
       if (!live.fallback) live.fallback = setInterval(resyncAll, 5000);
       break;
+    case "unauthorized": {
+      // The worker's token was refused. Another tab's stale token? Then ours may work: hand it over.
+      // Ours? Then it no longer works: ask for a new one (which is handed over once accepted).
+      const mine = storedToken();
+      if ((message.token || null) === (mine || null)) {
+        signIn("The server no longer accepts this tab's token. Enter one that works.").catch(() => {});
+      } else {
+        giveLiveToken();
+      }
+      break;
+    }
   }
 }
 
@@ -251,36 +374,30 @@ function stopPolling() {
   if (live.fallback) { clearInterval(live.fallback); live.fallback = null; }
 }
 
+function giveLiveToken() {
+  if (live.port) live.port.postMessage({ type: "token", token: storedToken() });
+}
+
 function connectLive() {
-  if (typeof SharedWorker === "function") {
-    try {
+  if (live.port) { giveLiveToken(); return; }
+  try {
+    if (typeof SharedWorker === "function") {
       const worker = new SharedWorker("/live-worker.js", { name: "punctual-live" });
+      live.port = worker.port;
       worker.port.onmessage = (e) => onLive(e.data);
       worker.port.start();
       window.addEventListener("pagehide", () => worker.port.postMessage("close"));
-      return;
-    } catch { /* fall through: this tab's own stream */ }
-  }
-  connectDirect();
-}
-
-function connectDirect() {
-  const source = new EventSource("/stream");
-  const status = (text, kind, isLive = false) => onLive({ type: "status", text, kind, live: isLive });
-  source.addEventListener("hello", () => { status("live", "on"); onLive({ type: "hello" }); });
-  source.addEventListener("changes", (e) => onLive({ type: "changes", data: e.data }));
-  source.addEventListener("resync", () => onLive({ type: "resync" }));
-  source.addEventListener("bye", () => status("server restarting…", "wait"));
-  source.addEventListener("unavailable", () => { source.close(); status("polling every 5 s", "wait"); onLive({ type: "poll" }); });
-  source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) {
-      status("polling every 5 s", "wait");
-      onLive({ type: "poll" });
-      setTimeout(connectDirect, 15000);
     } else {
-      status("reconnecting…", "wait");
+      const worker = new Worker("/live-worker.js", { name: "punctual-live" });  // this tab's own stream
+      live.port = worker;
+      worker.onmessage = (e) => onLive(e.data);
     }
-  };
+  } catch {
+    setLive("polling every 5 s", "wait");
+    onLive({ type: "poll" });
+    return;
+  }
+  giveLiveToken();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,7 +471,7 @@ async function refreshList() {
     renderTable();
   })();
   table.loading = run;
-  try { await run; showNotice(""); } catch (err) { showNotice("Could not load events: " + err.message); }
+  try { await run; showNotice(""); } catch (err) { if (access.scope) showNotice("Could not load events: " + err.message); }
 }
 
 async function loadOlder() {
@@ -746,8 +863,30 @@ function renderCallbacks() {
       el("td", { class: "cb", text: c.name }), el("td", {}, el("span", { class: "kind", text: c.kind })),
       el("td", { class: "target", text: c.target || "—" }),
       el("td", { class: "opt num", text: `${c.timeout_seconds} s` }), el("td", { class: "opt num", text: String(c.max_attempts) }),
-      el("td", { class: "row-actions" }, edit, del));
+      can("admin") ? el("td", { class: "row-actions" }, edit, del) : null);  // only admin tokens edit callbacks
   }));
+}
+
+/** Does this config hold a value the server answered as "***" (a write-only secret)? */
+function hasSecret(value) {
+  if (value === SECRET) return true;
+  if (value && typeof value === "object") return Object.values(value).some(hasSecret);
+  return false;
+}
+const SECRET = "***";
+
+/** A new webhook's signing secret: answered once, by the creation only. Shown until the person hides it. */
+function showSigningSecret(name, secret) {
+  $("cb-secret-name").textContent = name;
+  $("cb-secret-value").value = secret;
+  $("cb-secret").hidden = false;
+  $("cb-secret-value").focus();
+  $("cb-secret-value").select();
+}
+
+function hideSigningSecret() {
+  $("cb-secret-value").value = "";
+  $("cb-secret").hidden = true;
 }
 
 function editCallback(c) {
@@ -761,6 +900,7 @@ function editCallback(c) {
   $("cb-form-title").textContent = c ? `Edit ${c.name}` : "New callback";
   $("cb-submit").textContent = c ? "Save" : "Create";
   $("cb-cancel").hidden = !c;
+  $("cb-secrets-msg").hidden = !(c && hasSecret(c.config));
   say($("cb-result"), "");
   syncKind();
   if (c) $("cb-name").focus();
@@ -768,6 +908,14 @@ function editCallback(c) {
 
 function setupCallbacks() {
   $("cb-kind").addEventListener("change", syncKind);
+  $("cb-secret-done").addEventListener("click", hideSigningSecret);
+  $("cb-secret-copy").addEventListener("click", async () => {
+    const input = $("cb-secret-value");
+    try { await navigator.clipboard.writeText(input.value); }
+    catch { input.select(); document.execCommand("copy"); }  // no clipboard API (e.g. plain http on a LAN)
+    $("cb-secret-copy").textContent = "Copied";
+    setTimeout(() => { $("cb-secret-copy").textContent = "Copy"; }, 2000);
+  });
   $("cb-cancel").addEventListener("click", () => editCallback(null));
   $("cb-config").addEventListener("input", () => {
     const r = parseObject($("cb-config").value);
@@ -787,12 +935,15 @@ function setupCallbacks() {
     if (timeout) body.timeout_seconds = Number(timeout);
     const attempts = $("cb-attempts").value.trim();
     if (attempts) body.max_attempts = Number(attempts);
+    // Secrets come back as "***" and go back as "***" (the server keeps the stored value): the config is
+    // sent exactly as shown, so a secret the person did not touch is never overwritten.
     try {
-      if (id) await api("PATCH", `/callbacks/${id}`, body);
-      else await api("POST", "/callbacks", body);
-      say($("cb-result"), id ? `Saved ${body.name}.` : `Created ${body.name}.`, "ok");
+      hideSigningSecret();
+      const { data } = id ? await api("PATCH", `/callbacks/${id}`, body) : await api("POST", "/callbacks", body);
       editCallback(null);
       say($("cb-result"), id ? `Saved ${body.name}.` : `Created ${body.name}.`, "ok");
+      const secret = data && (data.signing_secret ?? data.secret);
+      if (!id && typeof secret === "string" && secret && secret !== SECRET) showSigningSecret(body.name, secret);
       await loadCallbacks();
     } catch (err) { say($("cb-result"), `Not saved: ${err.message}`, "bad"); }
   });
@@ -801,10 +952,37 @@ function setupCallbacks() {
 // ---------------------------------------------------------------------------------------------
 // Alert desk: claim the next alert under a lease, count it down, resolve / more time / log out.
 
+// Who takes the alert: with tokens, the token's name (the server takes it from the token; the body names
+// no worker); on a server without tokens, the name typed here. A claim answers a lease_token that extend,
+// complete and release must send back; it is kept in sessionStorage per event, so this tab can still
+// resolve its alert after a reload (reads never answer it).
+
 const DESK_NAME = "punctual.desk.name";
 const DESK_LEASE = "punctual.desk.lease";
+const DESK_LEASES = "punctual.desk.leases";  // {event id: lease_token} of the alerts this tab holds
 const ALERT_CALLBACK = "Alert";
-const desk = { name: null, mode: "off", held: null, deadline: 0, total: 0, claiming: false, poll: null, tick: null, pending: null };
+const desk = { name: null, mode: "off", held: null, lease: null, deadline: 0, total: 0, claiming: false, poll: null, tick: null, pending: null };
+
+function leases() {
+  try { return JSON.parse(sessionStorage.getItem(DESK_LEASES)) || {}; } catch { return {}; }
+}
+
+function keepLease(id, leaseToken) {
+  const all = leases();
+  if (leaseToken) all[id] = leaseToken; else delete all[id];
+  sessionStorage.setItem(DESK_LEASES, JSON.stringify(all));
+}
+
+/** A claim-side request body: the worker only where the server has no tokens to take it from. */
+function asWorker(body = {}) {
+  if (!access.required) body.worker = desk.name;
+  return body;
+}
+
+/** The body of a request about the held alert: its lease_token, and the worker where needed. */
+function asHolder(leaseToken, body = {}) {
+  return asWorker({ lease_token: leaseToken, ...body });
+}
 
 function deskShow(mode) {
   desk.mode = mode;
@@ -824,8 +1002,10 @@ function leaseSeconds() {
   return value > 0 ? value : undefined;
 }
 
-function hold(event) {
+function hold(event, leaseToken) {
   desk.held = event;
+  desk.lease = leaseToken;
+  keepLease(event.id, leaseToken);
   // The lease as the server counts it: lease_until - now() at the moment it answered (updated_at).
   const left = new Date(event.lease_until).getTime() - new Date(event.updated_at).getTime();
   desk.total = Math.max(1, left);
@@ -845,6 +1025,7 @@ function hold(event) {
 function tickCountdown() {
   const left = desk.deadline - performance.now();
   if (left <= 0) {
+    if (desk.held) keepLease(desk.held.id, null);
     desk.held = null;
     say($("desk-msg"), "");
     const wasOnCard = document.activeElement === document.body || $("desk-alert").contains(document.activeElement);
@@ -862,15 +1043,17 @@ async function deskClaim() {
   if (desk.mode !== "idle" || desk.claiming) return;
   desk.claiming = true;
   try {
-    const body = { worker: desk.name, callback: ALERT_CALLBACK };
+    const body = asWorker({ callback: ALERT_CALLBACK });
     const lease = leaseSeconds();
     if (lease) body.lease_seconds = lease;
     const { status, data } = await api("POST", "/events/claim", body);
     if (desk.mode !== "idle") {  // logged out meanwhile: give it straight back
-      if (status === 200) await api("POST", `/events/${data.id}/release`, { worker: body.worker }).catch(() => {});
+      const back = { lease_token: data.lease_token };
+      if (body.worker) back.worker = body.worker;
+      if (status === 200) await api("POST", `/events/${data.id}/release`, back).catch(() => {});
       return;
     }
-    if (status === 200) { say($("desk-msg"), ""); hold(data); }
+    if (status === 200) { say($("desk-msg"), ""); hold(data, data.lease_token); }
   } catch (err) {
     say($("desk-msg"), `Cannot take alerts: ${err.message}`, "bad");
   } finally {
@@ -883,34 +1066,61 @@ async function deskStart(name) {
   sessionStorage.setItem(DESK_NAME, name);
   $("desk-who").textContent = name;
   say($("desk-msg"), "");
-  // Back after a reload while holding an alert? Pick it up again rather than leaving it to expire.
-  try {
-    const { data } = await api("GET", `/events?state=running&callback=${encodeURIComponent(ALERT_CALLBACK)}&limit=100`);
-    const mine = data.events.find((e) => e.worker === name && new Date(e.lease_until) > new Date());
-    if (mine) {
-      const { data: fresh } = await api("POST", `/events/${mine.id}/extend`, { worker: name, seconds: leaseSeconds() });
-      hold(fresh);
+  // Back after a reload while holding an alert? Pick it up again with its lease_token rather than leaving
+  // it to expire. A lease that is gone (expired, taken, finished) answers 409: forget it.
+  for (const [id, leaseToken] of Object.entries(leases())) {
+    try {
+      const { data } = await api("POST", `/events/${id}/extend`, asHolder(leaseToken, { seconds: leaseSeconds() }));
+      if (desk.name !== name) return;
+      hold(data, data.lease_token || leaseToken);
       return;
-    }
-  } catch { /* fall through to a fresh claim */ }
+    } catch { keepLease(id, null); }
+  }
+  if (desk.name !== name) return;
   deskShow("idle");
   deskClaim();
 }
 
+/** Stop taking alerts; a held one goes back to the queue at once. */
 async function deskLogout() {
   const held = desk.held;
-  const name = desk.name;
-  desk.held = null;
-  desk.name = null;
-  sessionStorage.removeItem(DESK_NAME);
-  deskShow("off");
+  const leaseToken = desk.lease;
+  const body = asHolder(leaseToken);
+  deskStop();
   if (held) {
+    keepLease(held.id, null);
     try {
-      await api("POST", `/events/${held.id}/release`, { worker: name });
+      await api("POST", `/events/${held.id}/release`, body);
       say($("desk-msg"), "");
     } catch (err) { showNotice(`Could not give alert back: ${err.message}`); }
   }
-  $("desk-name").focus();
+}
+
+/** The desk off, locally: nothing claimed any more (a held alert's lease runs out on the server). */
+function deskStop() {
+  desk.held = null;
+  desk.lease = null;
+  desk.name = null;
+  sessionStorage.removeItem(DESK_NAME);
+  deskShow("off");
+}
+
+/** The desk for this token: a desk (or admin) token takes alerts under its own name; without tokens, the
+ * person types a name; other scopes see no desk. Back after a reload, it carries on as before. */
+function deskAccess() {
+  $("desk-denied").hidden = can("desk");
+  $("desk-denied-scope").textContent = access.scope || "";
+  $("desk-as").hidden = !access.required;
+  $("desk-as-name").textContent = access.name || "";
+  $("desk-name-label").hidden = access.required;
+  $("desk-name").hidden = access.required;
+  $("desk-logout").textContent = access.required ? "Stop taking alerts" : "Log out";
+  const saved = sessionStorage.getItem(DESK_NAME);
+  if (!can("desk")) { if (desk.mode !== "off") deskStop(); return; }
+  if (desk.mode !== "off" && access.required && desk.name !== access.name) deskStop();  // another token now
+  if (desk.mode !== "off") return;
+  if (access.required ? saved === access.name : saved) { $("desk-name").value = saved; deskStart(saved); }
+  else deskShow("off");
 }
 
 function setupDesk() {
@@ -919,11 +1129,14 @@ function setupDesk() {
   $("desk-lease").addEventListener("change", () => sessionStorage.setItem(DESK_LEASE, $("desk-lease").value));
   $("desk-login").addEventListener("submit", (e) => {
     e.preventDefault();
-    const name = $("desk-name").value.trim();
+    const name = access.required ? access.name : $("desk-name").value.trim();
     if (!name) { $("desk-name").focus(); return; }
     deskStart(name);
   });
-  $("desk-logout").addEventListener("click", deskLogout);
+  $("desk-logout").addEventListener("click", async () => {
+    await deskLogout();
+    (access.required ? $("desk-start") : $("desk-name")).focus();
+  });
   $("desk-resume").addEventListener("click", () => { deskShow("idle"); deskClaim(); });
   // While a request about the held alert is on its way, its own change (pushed by the server, maybe
   // before the answer) is ours, not someone else's doing.
@@ -932,7 +1145,8 @@ function setupDesk() {
     if (!held || desk.pending) return;
     desk.pending = held.id;
     try {
-      await api("POST", `/events/${held.id}/complete`, { worker: desk.name, result: { resolved_by: desk.name } });
+      await api("POST", `/events/${held.id}/complete`, asHolder(desk.lease, { result: { resolved_by: desk.name } }));
+      keepLease(held.id, null);
       if (desk.held === held) {
         desk.held = null;
         say($("desk-msg"), `Resolved ${$("desk-alert-id").textContent}.`, "ok");
@@ -950,11 +1164,12 @@ function setupDesk() {
     if (!held || desk.pending) return;
     desk.pending = held.id;
     try {
-      const { data } = await api("POST", `/events/${held.id}/extend`, { worker: desk.name, seconds: leaseSeconds() });
-      if (desk.held === held) { say($("desk-msg"), "More time given.", "ok"); hold(data); }
+      const leaseToken = desk.lease;
+      const { data } = await api("POST", `/events/${held.id}/extend`, asHolder(leaseToken, { seconds: leaseSeconds() }));
+      if (desk.held === held) { say($("desk-msg"), "More time given.", "ok"); hold(data, data.lease_token || leaseToken); }
     } catch (err) {
       say($("desk-msg"), `No more time: ${err.message}`, "bad");
-      if (err.status === 409 && desk.held === held) { desk.held = null; deskShow("expired"); }
+      if (err.status === 409 && desk.held === held) { keepLease(held.id, null); desk.held = null; deskShow("expired"); }
     } finally {
       desk.pending = null;
     }
@@ -964,6 +1179,7 @@ function setupDesk() {
     if (desk.mode === "holding" && desk.held) {
       const mine = changes.find((c) => c.id === desk.held.id);
       if (mine && mine.state !== "running" && desk.pending !== mine.id) {  // cancelled, rescued or finished elsewhere
+        keepLease(mine.id, null);
         desk.held = null;
         say($("desk-msg"), `That alert was taken out of your hands (now ${mine.state ?? "deleted"}).`, "warn");
         deskShow("idle");
@@ -991,23 +1207,53 @@ function setupDesk() {
       }
     }
   });
-  const saved = sessionStorage.getItem(DESK_NAME);
-  if (saved) { $("desk-name").value = saved; deskStart(saved); }
-  else deskShow("off");
+  deskShow("off");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Pages and start.
 
+const VIEWS = ["events", "callbacks", "desk"];
+
 function route() {
+  if (!access.scope) { for (const name of VIEWS) $("view-" + name).hidden = true; return; }
   const view = (location.hash.replace("#", "") || "events").split("?")[0];
-  const known = ["events", "callbacks", "desk"].includes(view) ? view : "events";
-  for (const name of ["events", "callbacks", "desk"]) $("view-" + name).hidden = name !== known;
+  const allowed = (name) => name !== "desk" || can("desk") || can("write");
+  const known = VIEWS.includes(view) && allowed(view) ? view : "events";
+  for (const name of VIEWS) $("view-" + name).hidden = name !== known;
   document.querySelectorAll("nav a").forEach((a) => {
     if (a.dataset.view === known) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   });
   document.title = { events: "Events", callbacks: "Callbacks", desk: "Alert desk" }[known] + " · Punctual";
   if (known === "callbacks") loadCallbacks().catch((err) => showNotice("Could not load callbacks: " + err.message));
+}
+
+/** Show the page for the identity in `access`: on load, and again after a new token (maybe another scope). */
+async function signedIn(changed = true) {
+  $("signed-out").hidden = true;
+  giveLiveToken();
+  if (!changed && document.body.dataset.ready === "true") return;  // same token holder: nothing to redo
+  if ($("detail").open) $("detail").close();
+  editCallback(null);
+  route();
+  deskAccess();
+  try { await loadCallbacks(); } catch (err) { showNotice("Could not load callbacks: " + err.message); }
+  await refreshList();
+  loadStats();
+  connectLive();
+  document.body.dataset.ready = "true";
+}
+
+/** GET /whoami with the token this tab kept (if any), until the server answers. */
+async function whoami() {
+  for (let wait = 1000; ; wait = Math.min(wait * 2, 10000)) {
+    try {
+      return await send("GET", "/whoami", undefined, storedToken());
+    } catch (err) {
+      showNotice(`Could not reach the server (${err.message}); trying again…`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
 }
 
 async function start() {
@@ -1018,6 +1264,8 @@ async function start() {
   $("filters").addEventListener("change", onFilter);
   $("filters").addEventListener("reset", () => setTimeout(onFilter, 0));
   $("more").addEventListener("click", () => loadOlder().catch((err) => showNotice(err.message)));
+  $("sign-out").addEventListener("click", signOut);
+  $("sign-in").addEventListener("click", () => signIn().catch(() => {}));
   window.addEventListener("hashchange", route);
   document.addEventListener("keydown", (e) => {  // "/" jumps to the filters
     if (e.target.closest("input, textarea, select") || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -1025,13 +1273,26 @@ async function start() {
   });
   live.onChanges(onChanges);
   live.onResync(() => { refreshList(); loadStats(); });
+  setInterval(() => { if (access.scope) loadStats(); }, 30000);
   route();
-  try { await loadCallbacks(); } catch (err) { showNotice("Could not load callbacks: " + err.message); }
-  await refreshList();
-  loadStats();
-  setInterval(loadStats, 30000);
-  connectLive();
-  document.body.dataset.ready = "true";
+  // Nothing is read before the server says who this tab is: with tokens, nothing is shown without one.
+  const kept = storedToken();
+  const { status, ok, data } = await whoami();
+  showNotice("");
+  if (ok) {
+    setAccess(data);
+    await signedIn();
+  } else if (status === 404) {  // a server from before tokens had scopes: it is open
+    setAccess({ name: "anonymous", scope: "admin", tokens_required: false });
+    await signedIn();
+  } else if (status === 401) {
+    if (kept) sessionStorage.removeItem(TOKEN_KEY);
+    signedOut();
+    signIn(kept ? "The token this tab kept is no longer accepted. Enter one that works." : "")
+      .catch(() => { /* cancelled: the signed-out panel offers to try again */ });
+  } else {
+    showNotice(`The server could not say who you are: ${refusal(status, data).message}`);
+  }
 }
 
 start();
