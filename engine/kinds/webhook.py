@@ -120,6 +120,8 @@ def parse_target(url: str) -> Target:
         parts = parse_url(url)
     except LocationParseError as exc:
         raise TargetRefused(f"not a valid URL: {exc}") from None
+    if parts.fragment is not None:
+        raise TargetRefused("a webhook URL must not have a fragment (#...): it is never sent")
     if parts.auth is not None:
         raise TargetRefused("a webhook URL must not contain user information (user:password@)")
     host = (parts.host or "").lower()
