@@ -15,7 +15,6 @@ from typing import Optional
 
 import psycopg2
 from flask_openapi3 import Info, OpenAPI
-from waitress.server import MultiSocketServer
 
 import audit
 from config import Settings
@@ -60,26 +59,13 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
     return app
 
 
-def _serve_until(server, stop: threading.Event) -> None:
-    """Run waitress's loop in short rounds until `stop` is set.
-
-    A signal handler must not raise into waitress: an exception raised while waitress is inside a
-    channel's handler is caught and logged by waitress as "uncaptured python exception, closing
-    channel", and the server keeps running (SIGTERM was lost). So the handler only sets `stop`,
-    and this loop looks at it between rounds (at most 0.2 s apart; select() resumes after a signal).
-    """
-    socket_map = server.map if isinstance(server, MultiSocketServer) else server._map
-    while socket_map and not stop.is_set():
-        server.asyncore.loop(timeout=0.2, map=socket_map, use_poll=server.adj.asyncore_use_poll, count=1)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["tokens"]:  # `python app.py tokens add|list|revoke ...`: manage API tokens, then exit
         import cli
 
         return cli.tokens(argv[1:])
-    from waitress.server import create_server  # the production WSGI server
+    from http_server import HttpServer, Limits  # waitress (the production WSGI server), hardened
 
     # Installed first, so a stop asked for during start-up is also a clean stop (exit 0).
     stop = threading.Event()
@@ -111,17 +97,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     metrics = Metrics()
     engine = Engine(db, settings, metrics)
     # Live pages (GET /stream): each open stream holds an HTTP thread, so at most half of them.
-    engine.watchers.append(Broadcaster(max_subscribers=min(8, max(1, settings.http_threads // 2))))
+    broadcaster = Broadcaster(max_subscribers=min(8, max(1, settings.http_threads // 2)))
+    engine.watchers.append(broadcaster)
     bridge = Bridge(db, settings, on_created=engine.executor.wake) if settings.kafka_enabled else None
     if bridge is not None:
         kafka_kind.use_producer(bridge.producer)
     app = create_app(settings, db, engine, metrics, bridge)
-    # connection_limit: waitress stops accepting past 100 open connections by default, which locks out
-    # new clients behind idle keep-alive ones. channel_request_lookahead lets a live stream notice at once
-    # that its browser tab closed, instead of holding its thread until the next heartbeat write fails.
-    server = create_server(app, host=settings.host, port=settings.port, threads=settings.http_threads,
-                           connection_limit=settings.http_connection_limit, channel_request_lookahead=1,
-                           ident="punctual", clear_untrusted_proxy_headers=True)
+    # channel_request_lookahead lets a live stream notice at once that its browser tab closed, instead of
+    # holding its thread until the next heartbeat write fails.
+    server = HttpServer(app, host=settings.host, port=settings.port, threads=settings.http_threads,
+                        limits=Limits.from_settings(settings), health_host=settings.health_host,
+                        health_port=settings.health_port, channel_request_lookahead=1, ident="punctual",
+                        clear_untrusted_proxy_headers=True)
     engine.start()
     if bridge is not None:
         bridge.start()
@@ -134,18 +121,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     # while a request thread computes; CPython makes it wait up to the switch interval (5 ms). At 0.5 ms, four
     # W3 runs each way gave a p99 from insert to start of 3.1-4.5 ms against 3.8-5.5 ms, W1 within noise.
     sys.setswitchinterval(0.0005)
-    log.info("serving on http://%s:%s", settings.host, getattr(server, "effective_port", settings.port))
+    log.info("serving on %s", ", ".join(server.main.addresses))
     try:
-        _serve_until(server, stop)
+        server.serve_until(stop, settings.http_drain_seconds)
         log.info("%s received: stopping", " and ".join(received) or "stop")
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        server.close()
+        # HTTP first, while the engine and the database still answer the requests in flight; live streams
+        # are told to end ("bye") so they do not hold the drain to its deadline.
+        server.stop(settings.http_drain_seconds, on_drain=broadcaster.close)
         engine.stop()
         if bridge is not None:
             bridge.stop()  # after the engine: the relay publishes the outcomes recorded while stopping
-        server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
         db.close()
         log.info("stopped")
     return 0

@@ -43,7 +43,22 @@ class Settings:
     http_threads: int = 16
     """Threads of the WSGI server."""
     http_connection_limit: int = 1000
-    """Open client connections the WSGI server accepts at once (idle keep-alive ones count)."""
+    """Open client connections the WSGI server accepts at once (idle keep-alive ones count). At the limit
+    a new connection is still accepted: the oldest one not being served is closed to make room."""
+    http_idle_timeout_seconds: float = 60.0
+    """A connection that completes no request this long after it opened or after its last answer is
+    closed (seconds). Bytes that do not complete a request do not count as activity."""
+    http_request_timeout_seconds: float = 30.0
+    """A request must be received whole (headers and body) within this long of its first byte (seconds);
+    a client trickling bytes (slowloris) is cut then. A request being answered (a live stream too) is not."""
+    http_drain_seconds: float = 10.0
+    """On SIGTERM/SIGINT, requests in flight get this long to be answered before their connections are
+    closed (seconds, at most 300); the engine's SHUTDOWN_GRACE_SECONDS comes after it."""
+    health_host: str = ""
+    """Address of the health listener (empty: HOST)."""
+    health_port: int = 0
+    """A second listener serving only /health and /metrics with threads of its own, for load balancers
+    and scrapers; it keeps answering when the main port is flooded (0: off)."""
     db_pool_size: int = 20
     """Connections for requests and the engine (the listener has one more of its own)."""
 
