@@ -1,9 +1,11 @@
--- Punctual's schema. Applied at every start, in one transaction under an advisory lock
--- (db.apply_schema), so every statement here must be idempotent: several instances may
--- start at once against the same database.
+-- Punctual's schema: what a fresh database looks like. db.apply_schema runs this file once, on an empty
+-- database, and records every migration in migrations/ as applied; a database made by an earlier release
+-- is upgraded by those migrations instead, each once, in order, under an advisory lock. So a change here
+-- is always also a new numbered file in migrations/, and tests/test_migrations.py checks that a fresh
+-- database and an upgraded one come out the same.
 
 -- Callbacks: named, reusable actions. An event always points at one.
-CREATE TABLE IF NOT EXISTS callbacks (
+CREATE TABLE callbacks (
     id              bigserial PRIMARY KEY,
     name            text NOT NULL UNIQUE,
     kind            text NOT NULL CHECK (kind IN (
@@ -17,14 +19,21 @@ CREATE TABLE IF NOT EXISTS callbacks (
     max_attempts    integer NOT NULL DEFAULT 3 CHECK (max_attempts BETWEEN 1 AND 100),
     timeout_seconds double precision NOT NULL DEFAULT 30 CHECK (timeout_seconds > 0),
     created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- A webhook's Standard Webhooks signing secret ('whsec_' + base64 of 32 random bytes): every delivery is
+    -- signed with it (webhook-id, webhook-timestamp, webhook-signature) so receivers can tell Punctual's requests
+    -- from forged ones. Kept in clear because signing needs it (an HMAC key cannot be stored hashed); the API
+    -- answers it once, when Punctual makes it (creation, rotation), and "***" ever after. NULL for other kinds.
+    signing_secret  text
 );
 
 -- Events: one scheduled run of one callback. The only source of truth for the engine;
 -- the in-memory scheduler is a cache of the rows below that can be rebuilt at any time.
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     id              bigserial PRIMARY KEY,
-    callback_id     bigint NOT NULL REFERENCES callbacks (id) ON DELETE CASCADE,
+    -- RESTRICT: an event's callback cannot be deleted from under it, not even with plain SQL; the history of
+    -- its events is audit data (DELETE /callbacks/<id> answers 409 while any event exists).
+    callback_id     bigint NOT NULL CONSTRAINT events_callback_id_fkey REFERENCES callbacks (id) ON DELETE RESTRICT,
     payload         jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(payload) = 'object'),
     scheduled_for   timestamptz NOT NULL DEFAULT now(),
     state           text NOT NULL DEFAULT 'scheduled' CHECK (state IN (
@@ -46,49 +55,52 @@ CREATE TABLE IF NOT EXISTS events (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,                           -- start of the latest attempt
-    finished_at     timestamptz                            -- when it became terminal
+    finished_at     timestamptz,                           -- when it became terminal
+    -- A kafka-message-scheduler schedule's key: a later schedule with the same key replaces the pending one,
+    -- a tombstone cancels it.
+    schedule_key    text,
+    -- A manual event's lease is held by whoever knows this value, answered by the claim only: extend, complete
+    -- and release must send it back, so a second worker (or a stale tab) cannot act on a lease it does not
+    -- hold, even under the same name. Never answered by reads.
+    lease_token     text,
+    -- What the request that made a keyed event asked for (SHA-256 of its canonical JSON): a later request
+    -- with the same key but another body is refused (409) instead of silently answered with an event it did
+    -- not ask for. NULL for events made before this column existed: those replay as before.
+    idempotency_fingerprint text
 );
 
 -- The claim reads due rows in time order; the partial index stays small however many
 -- events are finished.
-CREATE INDEX IF NOT EXISTS events_due_idx ON events (scheduled_for) WHERE state = 'scheduled';
+CREATE INDEX events_due_idx ON events (scheduled_for) WHERE state = 'scheduled';
 -- With a backlog of due events, the claim walks this one in its own order (priority, then age)
 -- and stops after a batch, instead of sorting every due row; the planner picks between the two.
-CREATE INDEX IF NOT EXISTS events_claim_idx ON events (priority DESC, scheduled_for, id) WHERE state = 'scheduled';
+CREATE INDEX events_claim_idx ON events (priority DESC, scheduled_for, id) WHERE state = 'scheduled';
 -- The rescuer looks only at running rows whose lease ran out.
-CREATE INDEX IF NOT EXISTS events_lease_idx ON events (lease_until) WHERE state = 'running';
+CREATE INDEX events_lease_idx ON events (lease_until) WHERE state = 'running';
 -- Listing: by state or by callback, newest first.
-CREATE INDEX IF NOT EXISTS events_state_id_idx ON events (state, id);
-CREATE INDEX IF NOT EXISTS events_callback_id_idx ON events (callback_id, id);
+CREATE INDEX events_state_id_idx ON events (state, id);
+CREATE INDEX events_callback_id_idx ON events (callback_id, id);
+-- A later kafka-message-scheduler message finds the pending event of its key.
+CREATE INDEX events_schedule_key_idx ON events (schedule_key) WHERE state = 'scheduled';
 
 -- Event history: one row per state change, written by the trigger below in the same
 -- transaction as the change itself, whoever makes it (the engine, the API or plain SQL).
-CREATE TABLE IF NOT EXISTS event_history (
+CREATE TABLE event_history (
     id        bigserial PRIMARY KEY,
     event_id  bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     state     text NOT NULL,
     attempt   integer NOT NULL,
     at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     worker    text,
-    error     text
+    error     text,
+    note      text   -- a change that is not a move between states, e.g. 'rescheduled to <time>'
 );
-CREATE INDEX IF NOT EXISTS event_history_event_idx ON event_history (event_id, id);
+CREATE INDEX event_history_event_idx ON event_history (event_id, id);
 
 -- The triggers below are per statement, reading the statement's rows from transition tables:
 -- a claim or a batch of outcomes over 500 rows runs each trigger once, with one INSERT ... SELECT,
--- instead of 500 times (per-row triggers were most of the engine's database time). Earlier
--- versions had per-row triggers under other names; they go first, so no change is recorded twice.
-DROP TRIGGER IF EXISTS events_history_insert ON events;
-DROP TRIGGER IF EXISTS events_history_update ON events;
-DROP TRIGGER IF EXISTS events_notify_insert_delete ON events;
-DROP TRIGGER IF EXISTS events_notify_update ON events;
-DROP TRIGGER IF EXISTS events_outbox ON events;
-DROP FUNCTION IF EXISTS punctual_record_history();
-DROP FUNCTION IF EXISTS punctual_notify_event();
-DROP FUNCTION IF EXISTS punctual_write_outbox();
-
-DROP FUNCTION IF EXISTS punctual_notify(text, bigint[], text[], timestamptz[]);
-
+-- instead of 500 times (per-row triggers were most of the engine's database time).
+--
 -- Each trigger is one statement (data-modifying CTEs), so a claim of one row pays for one plan,
 -- cached for the session, not one per step.
 --
@@ -106,7 +118,7 @@ DROP FUNCTION IF EXISTS punctual_notify(text, bigint[], text[], timestamptz[]);
 --
 -- Outbox: one row per terminal change, once a Kafka bridge has set the 'outbox' flag (see
 -- punctual_flags below).
-CREATE OR REPLACE FUNCTION punctual_events_inserted() RETURNS trigger
+CREATE FUNCTION punctual_events_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     notified bigint;
@@ -127,7 +139,7 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION punctual_events_updated() RETURNS trigger
+CREATE FUNCTION punctual_events_updated() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     notified bigint;
@@ -139,9 +151,13 @@ BEGIN
         FROM new_rows n JOIN old_rows o USING (id)
         WHERE o.state IS DISTINCT FROM n.state OR o.scheduled_for IS DISTINCT FROM n.scheduled_for
     ), history AS (
-        INSERT INTO event_history (event_id, state, attempt, worker, error)
-        SELECT id, state, attempts, worker, CASE WHEN state IN ('scheduled', 'failed') THEN last_error END
-        FROM changed WHERE moved ORDER BY id
+        -- A move between states, or a scheduled event given another time (a reschedule through the API
+        -- or SQL): the history tells both, not only the audit log.
+        INSERT INTO event_history (event_id, state, attempt, worker, error, note)
+        SELECT id, state, attempts, worker, CASE WHEN state IN ('scheduled', 'failed') THEN last_error END,
+               CASE WHEN NOT moved THEN 'rescheduled to '
+                    || to_char(scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END
+        FROM changed WHERE moved OR state = 'scheduled' ORDER BY id
     ), outboxed AS (
         INSERT INTO outbox (event_id, body)
         SELECT ch.id, jsonb_build_object(
@@ -164,7 +180,7 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION punctual_events_deleted() RETURNS trigger
+CREATE FUNCTION punctual_events_deleted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     notified bigint;
@@ -177,27 +193,23 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE TRIGGER events_inserted
+CREATE TRIGGER events_inserted
     AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION punctual_events_inserted();
 
-CREATE OR REPLACE TRIGGER events_updated
+CREATE TRIGGER events_updated
     AFTER UPDATE ON events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION punctual_events_updated();
 
-CREATE OR REPLACE TRIGGER events_deleted
+CREATE TRIGGER events_deleted
     AFTER DELETE ON events REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION punctual_events_deleted();
 
--- A kafka-message-scheduler schedule's key: a later schedule with the same key replaces the
--- pending one, a tombstone cancels it.
-ALTER TABLE events ADD COLUMN IF NOT EXISTS schedule_key text;
-CREATE INDEX IF NOT EXISTS events_schedule_key_idx ON events (schedule_key) WHERE state = 'scheduled';
 
 -- Kafka messages already turned into events, one row per (topic, partition, offset). Inserted in
 -- the same transaction as the message's events, before the offset is committed to Kafka: a
 -- redelivered message hits the primary key and adds nothing (exactly once from Kafka).
-CREATE TABLE IF NOT EXISTS kafka_messages (
+CREATE TABLE kafka_messages (
     topic       text NOT NULL,
     partition   integer NOT NULL,
     "offset"    bigint NOT NULL,
@@ -207,7 +219,7 @@ CREATE TABLE IF NOT EXISTS kafka_messages (
 );
 
 -- Kafka messages that could not become events: kept with their raw bytes and the reason, and skipped.
-CREATE TABLE IF NOT EXISTS rejected_messages (
+CREATE TABLE rejected_messages (
     id          bigserial PRIMARY KEY,
     topic       text NOT NULL,
     partition   integer NOT NULL,
@@ -222,19 +234,19 @@ CREATE TABLE IF NOT EXISTS rejected_messages (
 -- Outbox: every terminal state change writes one row here in the same transaction (trigger
 -- below); the relay publishes unsent rows in id order to the history topic, then marks them.
 -- Nothing is published for a change that rolled back, and nothing is lost while Kafka is down.
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE outbox (
     id         bigserial PRIMARY KEY,
     event_id   bigint NOT NULL,
     body       jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     sent_at    timestamptz
 );
-CREATE INDEX IF NOT EXISTS outbox_unsent_idx ON outbox (id) WHERE sent_at IS NULL;
+CREATE INDEX outbox_unsent_idx ON outbox (id) WHERE sent_at IS NULL;
 
 -- Switches shared by all instances. 'outbox' is set by an instance whose Kafka bridge is on: until
 -- then no outbox rows are written, so a deployment without Kafka never accumulates them. (Stopped
 -- using Kafka for good? DELETE FROM punctual_flags WHERE name = 'outbox'.)
-CREATE TABLE IF NOT EXISTS punctual_flags (
+CREATE TABLE punctual_flags (
     name   text PRIMARY KEY,
     set_at timestamptz NOT NULL DEFAULT now()
 );
@@ -243,7 +255,7 @@ CREATE TABLE IF NOT EXISTS punctual_flags (
 -- secret once. Only its SHA-256 is kept: the secret is 32 random bytes, so a fast hash is enough (nothing to
 -- brute-force), and a stolen table opens nothing. A revoked token keeps its row (who had access, and when),
 -- and its name may be given to a new token. A desk token's name is the worker it claims as.
-CREATE TABLE IF NOT EXISTS api_tokens (
+CREATE TABLE api_tokens (
     id          bigserial PRIMARY KEY,
     name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     scope       text NOT NULL CHECK (scope IN ('read', 'write', 'desk', 'admin')),
@@ -251,67 +263,18 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     created_at  timestamptz NOT NULL DEFAULT now(),
     revoked_at  timestamptz
 );
-CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_active_name_idx ON api_tokens (name) WHERE revoked_at IS NULL;
+CREATE UNIQUE INDEX api_tokens_active_name_idx ON api_tokens (name) WHERE revoked_at IS NULL;
 
--- A manual event's lease is held by whoever knows this value, answered by the claim only: extend,
--- complete and release must send it back, so a second worker (or a stale tab) cannot act on a lease
--- it does not hold, even under the same name. Never answered by reads.
-ALTER TABLE events ADD COLUMN IF NOT EXISTS lease_token text;
-
--- What the request that made a keyed event asked for (SHA-256 of its canonical JSON): a later request
--- with the same idempotency_key but another body is refused (409) instead of silently answered with
--- an event it did not ask for. NULL for events made before this column existed: those replay as before.
-ALTER TABLE events ADD COLUMN IF NOT EXISTS idempotency_fingerprint text;
-
--- Callback-related additions (signing secrets, deletion rules) go below this line.
-
--- A webhook's Standard Webhooks signing secret ('whsec_' + base64 of 32 random bytes): every delivery is signed
--- with it (webhook-id, webhook-timestamp, webhook-signature) so receivers can tell Punctual's requests from
--- forged ones. Kept in clear because signing needs it (an HMAC key cannot be stored hashed); the API answers it
--- once, when Punctual makes it (creation, rotation), and "***" ever after. NULL for the other kinds.
-ALTER TABLE callbacks ADD COLUMN IF NOT EXISTS signing_secret text;
--- Webhooks made before signing existed get a secret (their owners read it with a rotation). gen_random_uuid()
--- is built in (PostgreSQL 13+) and draws from the strong random source; two of them give 244 random bits.
-UPDATE callbacks
-   SET signing_secret = 'whsec_' || encode(decode(replace(gen_random_uuid()::text || gen_random_uuid()::text,
-                                                          '-', ''), 'hex'), 'base64')
- WHERE kind = 'webhook' AND signing_secret IS NULL;
-
--- An event's callback cannot be deleted from under it, not even with plain SQL: the history of its events is
--- audit data, and ON DELETE CASCADE used to remove it as a side effect of DELETE /callbacks/<id>. Earlier
--- schemas made the key CASCADE (the CREATE TABLE above still says so, for the first run); it is replaced once,
--- only while it is not RESTRICT ('r'), so later starts change nothing.
-DO $$
-DECLARE
-    old_key record;
-BEGIN
-    FOR old_key IN
-        SELECT conname FROM pg_constraint
-        WHERE conrelid = 'events'::regclass AND confrelid = 'callbacks'::regclass AND contype = 'f'
-          AND confdeltype <> 'r'
-    LOOP
-        EXECUTE format('ALTER TABLE events DROP CONSTRAINT %I', old_key.conname);
-    END LOOP;
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint
-                   WHERE conrelid = 'events'::regclass AND confrelid = 'callbacks'::regclass AND contype = 'f') THEN
-        -- Checks every event once (a scan, on the first start after the upgrade only).
-        ALTER TABLE events ADD CONSTRAINT events_callback_id_fkey
-            FOREIGN KEY (callback_id) REFERENCES callbacks (id) ON DELETE RESTRICT;
-    END IF;
-END
-$$;
-
--- The built-in callbacks, seeded once; a user's later edits are kept.
+-- The built-in callbacks.
 INSERT INTO callbacks (name, kind, target) VALUES
     ('Addition',       'python', 'add'),
     ('Subtraction',    'python', 'subtract'),
     ('Multiplication', 'python', 'multiply'),
-    ('Division',       'python', 'divide')
-ON CONFLICT (name) DO NOTHING;
+    ('Division',       'python', 'divide');
 
 -- Alerts from Kafka become events of this manual callback: people claim them on the alert desk
 -- with 30 s to resolve or ask for more time. Schedules from the schedules topic use the other.
 INSERT INTO callbacks (name, kind, target, timeout_seconds, max_attempts) VALUES
     ('Alert',          'manual', '',  30, 100),
-    ('KafkaScheduler', 'kafka',  '',  30, 5)
-ON CONFLICT (name) DO NOTHING;
+    ('KafkaScheduler', 'kafka',  '',  30, 5);
+

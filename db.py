@@ -17,6 +17,7 @@ from errors import Conflict, Unavailable
 log = logging.getLogger("punctual.db")
 
 SCHEMA_PATH = Path(__file__).with_name("database.sql")
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SCHEMA_LOCK_KEY = 0x5057_4E43  # "PUNC": serialises schema application across instances
 
 # Every connection answers in UTC; stored values are timestamptz, so this only fixes the output.
@@ -225,12 +226,35 @@ class Database:
     # -- schema ------------------------------------------------------------------------
 
     def apply_schema(self) -> None:
-        """Apply database.sql under an advisory lock, so instances starting together don't race."""
-        sql = SCHEMA_PATH.read_text()
+        """Bring the database to the current schema, under an advisory lock so instances starting together
+        don't race: an empty database gets database.sql and every migration recorded as applied; one made by
+        an earlier release gets the migrations it has not had, each once, in order, each recorded in
+        schema_migrations in the same transaction as its changes."""
+        migrations = list_migrations()
         with self.transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-            cur.execute(sql)
-        log.info("schema applied")
+            cur.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                               version    integer PRIMARY KEY,
+                               name       text NOT NULL,
+                               applied_at timestamptz NOT NULL DEFAULT now())""")
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {row["version"] for row in cur.fetchall()}
+            cur.execute("SELECT to_regclass('events') IS NOT NULL AS exists")
+            if not done and not cur.fetchone()["exists"]:
+                cur.execute(SCHEMA_PATH.read_text())
+                applied = [(version, name) for version, name, _ in migrations]
+                log.info("schema created (version %s)", migrations[-1][0] if migrations else 0)
+            else:
+                # A database made before migrations existed has no rows here: it starts from the baseline,
+                # which is written to be harmless on any earlier schema.
+                applied = []
+                for version, name, path in migrations:
+                    if version not in done:
+                        cur.execute(path.read_text())
+                        applied.append((version, name))
+                        log.info("migration %04d %s applied", version, name)
+            if applied:
+                cur.executemany("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", applied)
 
     def close(self) -> None:
         self._pool.close()
@@ -245,6 +269,22 @@ def _rollback(conn: psycopg2.extensions.connection) -> bool:
         return True
     except CONNECTION_ERRORS:
         return False
+
+
+def list_migrations() -> list[tuple[int, str, Path]]:
+    """(version, name, path) of every migrations/NNNN_name.sql, in order.
+
+    :raise ValueError: two files with one number (they would run in an order nobody chose).
+    """
+    found: dict[int, tuple[int, str, Path]] = {}
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        number, _, name = path.stem.partition("_")
+        if not number.isdigit():
+            raise ValueError(f"migration file {path.name} does not start with its number")
+        if int(number) in found:
+            raise ValueError(f"two migrations numbered {int(number)}: {found[int(number)][2].name}, {path.name}")
+        found[int(number)] = (int(number), name, path)
+    return [found[number] for number in sorted(found)]
 
 
 def database_url_from(settings_url: str, data_dir: str) -> str:

@@ -156,6 +156,7 @@ class HistoryEntry(BaseModel):
     at: datetime
     worker: Optional[str] = None
     error: Optional[str] = None
+    note: Optional[str] = Field(None, description="a change that is not a move between states, e.g. a reschedule")
 
 
 class Event(BaseModel):

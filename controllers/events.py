@@ -191,7 +191,7 @@ def get_event(db: Database, event_id: int, with_history: bool = True) -> dict[st
             raise NotFound(f"event {event_id} does not exist")
         if with_history:
             cur.execute(
-                "SELECT state, attempt, at, worker, error FROM event_history WHERE event_id = %s ORDER BY id",
+                "SELECT state, attempt, at, worker, error, note FROM event_history WHERE event_id = %s ORDER BY id",
                 (event_id,),
             )
             event["history"] = cur.fetchall()

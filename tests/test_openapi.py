@@ -17,18 +17,19 @@ FAR = "2999-01-01T00:00:00+00:00"
 
 @pytest.fixture(scope="module")
 def offline_app(tmp_path_factory):
-    """The app on a database nobody listens on: building and documenting it must not need one."""
+    """The app on a database nobody listens on: building and documenting it must not need one (with API_TOKEN
+    set, checking the token needs no database either)."""
     from app import create_app
     from config import Settings
     from db import Database
 
-    return create_app(Settings(log_dir=str(tmp_path_factory.mktemp("logs"))),
+    return create_app(Settings(log_dir=str(tmp_path_factory.mktemp("logs")), api_token="doc-reader"),
                       Database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", pool_size=1))
 
 
 @pytest.fixture(scope="module")
 def doc(offline_app) -> dict[str, Any]:
-    response = offline_app.test_client().get("/openapi.json")
+    response = offline_app.test_client().get("/openapi.json", headers={"Authorization": "Bearer doc-reader"})
     assert response.status_code == 200 and response.is_json
     return response.json
 
@@ -64,7 +65,7 @@ def test_every_documented_route_answers_something_other_than_404_or_405(offline_
     for path, methods in documented_routes(doc).items():
         url = re.sub(r"\{[^}]+\}", "1", path)
         for method in methods:
-            response = client.open(url, method=method, json={})
+            response = client.open(url, method=method, json={}, headers={"Authorization": "Bearer doc-reader"})
             assert response.status_code not in (404, 405) or response.json["error"]["code"] == "not_found" \
                 and "does not exist" in response.json["error"]["message"], (method, url, response.status_code)
 
@@ -122,8 +123,16 @@ def test_errors_are_documented_as_the_error_body_and_writes_as_needing_the_token
                 if status.startswith(("4", "5")) and (path, status) != ("/health", "503"):
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, status, schema)
-            is_write = method.upper() in ("POST", "PUT", "PATCH", "DELETE")
-            assert (operation.get("security") == [{"bearer": []}]) == is_write, (path, method)
+            # Every operation shows what it needs: a scope, or nothing for /health and the page's own files.
+            public = path in ("/health", "/", "/app.js", "/app.css", "/live-worker.js")
+            security = operation.get("security")
+            if public:
+                assert security == [{}], (path, method, security)
+            else:
+                assert security and len(security) == 1 and list(security[0]) == ["bearer"], (path, method)
+                (scope,) = security[0]["bearer"]
+                assert scope in ("read", "write", "desk", "admin"), (path, method, scope)
+                assert (scope == "read") == (method.upper() == "GET"), (path, method, scope)
             assert any(s.startswith("2") for s in operation["responses"]), (path, method)
     assert set(doc["paths"]) == set(served)
     # /health answers its own shape when degraded: monitors read the checks either way.
