@@ -265,9 +265,13 @@ def test_an_attempt_given_back_after_it_started_keeps_its_number(start_app, db_u
 
 
 def url_with_password(db_url: str, password: str) -> str:
+    """The same database as a URL with a password in it. The embedded server listens on a socket folder,
+    which a URL cannot hold where the host goes: it is passed as the `host` query parameter then."""
     parts = psycopg2.extensions.parse_dsn(db_url)
-    return (f"postgresql://{parts.get('user', 'postgres')}:{password}@{parts.get('host', '127.0.0.1')}:"
-            f"{parts.get('port', '5432')}/{parts['dbname']}")
+    host, port, user = parts.get("host", "127.0.0.1"), parts.get("port", "5432"), parts.get("user", "postgres")
+    if host.startswith("/"):
+        return f"postgresql://{user}:{password}@/{parts['dbname']}?host={host}&port={port}"
+    return f"postgresql://{user}:{password}@{host}:{port}/{parts['dbname']}"
 
 
 def test_the_database_password_never_appears_in_output_or_logs(start_app, db_url):
