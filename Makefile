@@ -7,15 +7,21 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -qq --upgrade pip
+
+# Running needs requirements.txt only; the test tools (Playwright, schemathesis, the Kafka broker) come with
+# `make test`. -qq: pip says nothing unless something fails.
+$(VENV)/.installed-run: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -qq -r requirements.txt
+	touch $@
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	touch $@
+	$(BIN)/pip install -qq -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-run
 
 setup: $(VENV)/.installed
 
-run: setup
+run: $(VENV)/.installed-run
 	$(BIN)/python app.py
 
 # TEST_DATABASE_URL (or DATABASE_URL) picks a PostgreSQL server; without either the tests start an embedded one.
