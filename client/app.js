@@ -70,12 +70,27 @@ async function send(method, path, body, token) {
 function refusal(status, data) {
   const error = new ApiError(status, data);
   if (status === 403) {  // say it in the person's terms: which token, which scope, what it would need
-    const needed = error.details.needed;
+    const { needed, scope } = error.details;
     error.message = needed
-      ? `your token "${access.name}" has the ${access.scope} scope, and this needs ${needed}`
-      : `not allowed with your token "${access.name}" (${access.scope}): ${error.message}`;
+      ? `your token "${access.name}" has the ${scope || access.scope} scope, and this needs ${needed}`
+      : `not allowed with your token "${access.name}" (${scope || access.scope}): ${error.message}`;
   }
   return error;
+}
+
+let rechecking = null;
+
+/** After a 403: the token's scope may have changed since the page asked; if so, show what it allows now. */
+function recheckAccess() {
+  if (rechecking) return;
+  rechecking = send("GET", "/whoami", undefined, storedToken())
+    .then(async ({ ok, data }) => {
+      if (!ok || !access.scope || !setAccess(data)) return;
+      await signedIn(true);
+      showNotice(`Your token "${access.name}" now has the ${access.scope} scope: what it does not allow is no longer shown.`);
+    })
+    .catch(() => {})
+    .finally(() => { rechecking = null; });
 }
 
 async function api(method, path, body) {
@@ -88,6 +103,7 @@ async function api(method, path, body) {
       if (storedToken() === token) await signIn("The server no longer accepts this tab's token. Enter one that works.");
       continue;
     }
+    if (status === 403) recheckAccess();
     if (!ok) throw refusal(status, data);
     return { status, data };
   }
@@ -901,6 +917,8 @@ function editCallback(c) {
   $("cb-submit").textContent = c ? "Save" : "Create";
   $("cb-cancel").hidden = !c;
   $("cb-secrets-msg").hidden = !(c && hasSecret(c.config));
+  $("cb-rotate").hidden = !(c && c.kind === "webhook");
+  $("cb-rotate").textContent = "New signing secret";
   say($("cb-result"), "");
   syncKind();
   if (c) $("cb-name").focus();
@@ -909,6 +927,25 @@ function editCallback(c) {
 function setupCallbacks() {
   $("cb-kind").addEventListener("change", syncKind);
   $("cb-secret-done").addEventListener("click", hideSigningSecret);
+  let rotateArmed = null;
+  $("cb-rotate").addEventListener("click", async () => {
+    const button = $("cb-rotate");
+    const id = $("cb-id").value;
+    if (!id) return;
+    if (!rotateArmed) {  // the old secret stops working at once: ask twice
+      button.textContent = "Really? Receivers must get the new one";
+      rotateArmed = setTimeout(() => { rotateArmed = null; button.textContent = "New signing secret"; }, 4000);
+      return;
+    }
+    clearTimeout(rotateArmed);
+    rotateArmed = null;
+    button.textContent = "New signing secret";
+    try {
+      const { data } = await api("POST", `/callbacks/${id}/rotate-secret`);
+      say($("cb-result"), `New signing secret for ${data.name}; the old one no longer signs.`, "ok");
+      if (typeof data.signing_secret === "string" && data.signing_secret !== SECRET) showSigningSecret(data.name, data.signing_secret);
+    } catch (err) { say($("cb-result"), `No new secret: ${err.message}`, "bad"); }
+  });
   $("cb-secret-copy").addEventListener("click", async () => {
     const input = $("cb-secret-value");
     try { await navigator.clipboard.writeText(input.value); }

@@ -5,7 +5,9 @@ they visit is saved under test-artifacts/screenshots/ (CI prints that folder).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -193,8 +195,13 @@ def strict_context(browser):
     ctx.close()
 
 
-def tab(context, url: str) -> Watched:
-    return Watched(context.new_page()).open(url)
+def tab(context, url: str, token: str | None = None) -> Watched:
+    """A new tab on `url`; with `token`, the tab starts out holding it (as if typed in the token dialog)."""
+    page = context.new_page()
+    if token:
+        page.add_init_script(f"if (!sessionStorage.getItem('punctual.token')) "
+                             f"sessionStorage.setItem('punctual.token', {json.dumps(token)});")
+    return Watched(page).open(url)
 
 
 def row_state(page, event_id: int) -> str | None:
@@ -421,7 +428,7 @@ def test_a_payload_holding_markup_is_shown_as_text_and_runs_no_script(start_app,
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
 
 
-def test_callbacks_page_creates_edits_and_deletes_and_pages_fit_a_narrow_screen(start_app, context):
+def test_callbacks_page_creates_edits_and_deletes_and_pages_fit_a_narrow_screen(start_app, context, db_url):
     app = start_app(**APP_ENV)
     page = tab(context, app.url + "/#callbacks").page
     page.wait_for_selector("tr[data-name='Addition']")
@@ -432,12 +439,26 @@ def test_callbacks_page_creates_edits_and_deletes_and_pages_fit_a_narrow_screen(
     page.fill("#cb-config", '{"headers": {"X-Team": "ops"}}')
     page.click("#cb-submit")
     page.wait_for_selector("tr[data-name='Notify']")
+    # The signing secret is answered once, by the creation: shown then, with the warning, and never again.
+    page.wait_for_selector("#cb-secret:not([hidden])")
+    assert "Copy it now, it will not be shown again" in page.text_content("#cb-secret")
+    secret = page.input_value("#cb-secret-value")
+    stored = sql(db_url, "SELECT config, signing_secret FROM callbacks WHERE name = 'Notify'")[0]
+    assert secret and secret != "***" and secret in json.dumps(stored)
+    screenshot(page, "callback-signing-secret")
+    page.click("#cb-secret-done")
+    assert page.is_hidden("#cb-secret") and page.input_value("#cb-secret-value") == ""
+    # A secret header is shown as "***" and sent back as "***": editing something else keeps its value.
     page.click("button[aria-label='Edit Notify']")
+    assert json.loads(page.input_value("#cb-config")) == {"headers": {"X-Team": "***"}}
+    assert page.is_visible("#cb-secrets-msg")
     page.fill("#cb-timeout", "5")
     page.click("#cb-submit")
     page.wait_for_selector("#cb-result.ok")
     callback = next(c for c in requests.get(app.url + "/callbacks").json()["callbacks"] if c["name"] == "Notify")
-    assert (callback["kind"], callback["timeout_seconds"], callback["config"]) == ("webhook", 5, {"headers": {"X-Team": "ops"}})
+    assert (callback["kind"], callback["timeout_seconds"], callback["config"]) == ("webhook", 5, {"headers": {"X-Team": "***"}})
+    assert sql(db_url, "SELECT config FROM callbacks WHERE name = 'Notify'")[0]["config"] == {"headers": {"X-Team": "ops"}}
+    assert secret not in page.content()  # the page holds the secret no longer than the person asked
     screenshot(page, "callbacks")
     page.click("button[aria-label='Delete Notify']")
     page.click("button[aria-label='Delete Notify']")  # "Really?"
@@ -452,17 +473,199 @@ def test_callbacks_page_creates_edits_and_deletes_and_pages_fit_a_narrow_screen(
         screenshot(page, f"narrow-{view}")
 
 
-def test_with_an_api_token_the_page_asks_once_and_keeps_it_for_the_session(start_app, context, db_url):
-    app = start_app(**APP_ENV, API_TOKEN="s3cret")
-    page = tab(context, app.url + "/").page
+# -- access: tokens and scopes (DESIGN.md "Access") -------------------------------------------------
+
+ADMIN = "s3cret-admin"
+STATIC = ("/", "/app.js", "/app.css", "/live-worker.js", "/whoami")
+
+
+def add_token(db_url: str, name: str, scope: str) -> str:
+    """A named token, made as `python app.py tokens add NAME --scope SCOPE` stores it: only its SHA-256 kept."""
+    secret = f"pct_{secrets.token_urlsafe(24)}"
+    sql(db_url, "INSERT INTO api_tokens (name, scope, token_hash) VALUES (%s, %s, %s)",
+        (name, scope, hashlib.sha256(secret.encode()).hexdigest()))
+    return secret
+
+
+def as_admin(app, method: str, path: str, **kwargs):
+    response = requests.request(method, app.url + path, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10,
+                                **kwargs)
+    assert response.ok, (method, path, response.status_code, response.text)
+    return response.json() if response.content else None
+
+
+def api_requests(watched: Watched, base: str) -> list[str]:
+    """The requests a page made beyond loading itself and asking who it is."""
+    return [r for r in watched.requests if r.split(" ", 1)[1].removeprefix(base).split("?")[0] not in STATIC]
+
+
+def test_with_an_api_token_the_page_shows_nothing_until_a_token_is_accepted_and_refuses_a_wrong_one(
+        start_app, context):
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    event = as_admin(app, "POST", "/events", json={"callback": "Addition", "payload": {"secret": "do-not-show"},
+                                                    "scheduled_for": "2031-01-01T00:00:00Z"})
+    watched = Watched(context.new_page())
+    page = watched.page
+    page.goto(app.url + "/")
+    page.wait_for_selector("#token-dialog[open]")
+    # Before a token: no data asked for, none on the page, nothing but the dialog to act on.
+    assert api_requests(watched, app.url) == []
+    assert page.locator("tr[data-id]").count() == 0 and "do-not-show" not in page.content()
+    for hidden in ("#view-events", "#view-callbacks", "#view-desk", "#who"):
+        assert page.is_hidden(hidden), hidden
+    screenshot(page, "token-asked")
+
+    page.fill("#t-token", "not-the-token")
+    page.press("#t-token", "Enter")
+    page.wait_for_function("document.getElementById('t-msg').textContent.includes('refused')")
+    assert page.is_visible("#token-dialog") and page.input_value("#t-token") == ""
+    assert api_requests(watched, app.url) == [] and page.locator("tr[data-id]").count() == 0
+    assert page.evaluate("sessionStorage.getItem('punctual.token')") is None
+    screenshot(page, "token-refused")
+
+    page.fill("#t-token", ADMIN)
+    page.press("#t-token", "Enter")
+    page.wait_for_selector(f"tr[data-id='{event['id']}']")
+    page.wait_for_selector("#live.on")  # the stream, too, runs with the token
+    assert page.is_hidden("#token-dialog")
+    assert (page.text_content("#who-name"), page.text_content("#who-scope")) == ("admin", "admin")
+    assert page.is_visible("#s-submit")  # admin: everything
+    # Kept for this tab: a reload asks nothing; another tab is asked again.
+    page.reload()
+    page.wait_for_selector(f"tr[data-id='{event['id']}']")
+    assert page.is_hidden("#token-dialog")
+    other = context.new_page()
+    other.goto(app.url + "/")
+    other.wait_for_selector("#token-dialog[open]")
+    assert other.locator("tr[data-id]").count() == 0
+    other.close()
+
+    # Sign out: everything goes, the dialog asks; cancelled, only the way back in is shown.
+    page.click("#sign-out")
+    page.wait_for_selector("#token-dialog[open]")
+    assert page.locator("tr[data-id]").count() == 0
+    page.click("#t-cancel")
+    page.wait_for_selector("#signed-out:not([hidden])")
+    assert page.evaluate("sessionStorage.getItem('punctual.token')") is None
+    assert page.is_hidden("#view-events") and page.locator("tr[data-id]").count() == 0
+    screenshot(page, "signed-out")
+    page.click("#sign-in")
+    page.fill("#t-token", ADMIN)
+    page.press("#t-token", "Enter")
+    page.wait_for_selector(f"tr[data-id='{event['id']}']")
+    # The refusals above are the only thing Chromium logs (as failed loads); no script error.
+    assert all("status of 401" in e for e in watched.errors), watched.errors
+
+
+def test_a_read_token_sees_events_and_callbacks_but_no_action_at_all(start_app, context, db_url):
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    token = add_token(db_url, "rita", "read")
+    scheduled = as_admin(app, "POST", "/events", json={"callback": "Addition", "scheduled_for": "2031-01-01T00:00:00Z"})
+    cancelled = as_admin(app, "POST", "/events", json={"callback": "Addition", "scheduled_for": "2031-01-01T00:00:00Z"})
+    as_admin(app, "POST", f"/events/{cancelled['id']}/cancel")
+    page = tab(context, app.url + "/", token).page
+    page.wait_for_selector(f"tr[data-id='{cancelled['id']}'][data-state='cancelled']")
+    assert (page.text_content("#who-name"), page.text_content("#who-scope")) == ("rita", "read")
+    assert page.is_hidden("#schedule") and page.is_hidden("#s-submit")
+    for event in (scheduled, cancelled):  # neither cancel, retry, reschedule nor delete
+        page.click(f"tr[data-id='{event['id']}']")
+        page.wait_for_selector("#detail[open]")
+        for button in ("#d-cancel", "#d-retry", "#d-delete", "#d-resched-btn"):
+            assert page.is_hidden(button), button
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#detail", state="hidden")
+    screenshot(page, "read-only")
+    assert page.is_hidden("#nav-desk")
+    page.goto(app.url + "/#callbacks")
+    page.wait_for_selector("tr[data-name='Addition']")
+    assert page.locator("#callbacks-body button").count() == 0 and page.is_hidden("#cb-form")
+    page.goto(app.url + "/#desk")  # not for this token: the events page instead
+    page.wait_for_selector("body[data-ready='true']")
+    assert page.is_visible("#view-events") and page.is_hidden("#view-desk")
+
+
+def test_a_write_token_refused_after_its_scope_changed_gets_a_readable_message_and_the_page_adapts(
+        start_app, context, db_url):
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    token = add_token(db_url, "walt", "write")
+    page = tab(context, app.url + "/", token).page
+    assert page.is_visible("#s-submit")
+    assert page.is_hidden("#cb-form") and page.is_hidden("#desk-login")  # write: no callbacks, no desk
+    sql(db_url, "UPDATE api_tokens SET scope = 'read' WHERE name = 'walt'")  # while the page is open
     page.select_option("#s-callback", "Addition")
     page.click("#s-submit")
+    page.wait_for_selector("#s-result.bad", state="attached")
+    assert page.text_content("#s-result") == 'Not scheduled: your token "walt" has the read scope, and this needs write'
+    # The page asks again who it is, and shows what the token may do now (and says why the form went).
+    page.wait_for_selector("#s-submit", state="hidden")
+    assert page.text_content("#who-scope") == "read"
+    assert page.text_content("#notice") == ('Your token "walt" now has the read scope: what it does not allow is '
+                                            "no longer shown.")
+    assert count_events(db_url) == 0
+
+
+def test_a_desk_token_takes_and_resolves_an_alert_with_its_lease_token_across_a_reload(start_app, context, db_url):
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    token = add_token(db_url, "dora", "desk")
+    other = as_admin(app, "POST", "/events", json={"callback": "Addition", "scheduled_for": "2031-01-01T00:00:00Z"})
+    alert = as_admin(app, "POST", "/events", json={"callback": "Alert", "payload": {
+        "alert_id": 7, "message": "Disk 97% full on db-2", "severity": "critical"}})
+    watched = tab(context, app.url + "/#desk", token)
+    page = watched.page
+    claims: list[dict] = []
+    page.on("request", lambda r: claims.append(r.post_data_json) if r.url.endswith("/events/claim") else None)
+    # The worker is the token's name: no name to type, and none sent (the server takes it from the token).
+    assert page.is_hidden("#desk-name") and page.text_content("#desk-as-name") == "dora"
+    assert page.is_hidden("#send-alert")  # sending alerts needs write
+    page.click("#desk-start")
+    page.wait_for_selector("#desk-alert:not([hidden])")
+    assert held(page) == alert["id"] and page.text_content("#desk-alert-msg") == "Disk 97% full on db-2"
+    assert claims and all("worker" not in body for body in claims)
+    kept = page.evaluate("JSON.parse(sessionStorage.getItem('punctual.desk.leases'))")
+    assert kept == {str(alert["id"]): sql(db_url, "SELECT lease_token FROM events WHERE id = %s",
+                                          (alert["id"],))[0]["lease_token"]}
+    screenshot(page, "desk-token")
+    # A reload keeps the alert: the tab still has the lease_token (reads never answer it).
+    page.reload()
+    page.wait_for_selector("body[data-ready='true']")
+    page.wait_for_selector("#desk-alert:not([hidden])")
+    assert held(page) == alert["id"]
+    page.click("#desk-resolve")
+    page.wait_for_selector("#desk-idle:not([hidden])")
+    done = as_admin(app, "GET", f"/events/{alert['id']}")
+    assert (done["state"], done["result"]) == ("finished", {"resolved_by": "dora"})
+    assert [h["worker"] for h in done["history"] if h["state"] == "running"] == ["dora"]
+    assert page.evaluate("JSON.parse(sessionStorage.getItem('punctual.desk.leases'))") == {}
+    # No event writes for a desk token.
+    page.goto(app.url + "/#events")
+    page.wait_for_selector(f"tr[data-id='{other['id']}']")
+    assert page.is_hidden("#schedule")
+    page.click(f"tr[data-id='{other['id']}']")
+    page.wait_for_selector("#detail[open]")
+    assert page.is_hidden("#d-cancel") and page.is_hidden("#d-delete")
+    assert not watched.errors, watched.errors
+
+
+def test_the_live_stream_runs_with_a_token_and_a_revoked_token_is_asked_for_again(start_app, context, db_url):
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    token = add_token(db_url, "lou", "read")
+    assert requests.get(app.url + "/stream", timeout=5).status_code == 401  # the stream is not open either
+    watched = tab(context, app.url + "/", token)
+    page = watched.page
+    page.wait_for_selector("#live.on")
+    started = time.monotonic()
+    event = as_admin(app, "POST", "/events", json={"callback": "Addition", "scheduled_for": "2031-05-01T12:00:00Z"})
+    page.wait_for_selector(f"tr[data-id='{event['id']}'][data-state='scheduled']", timeout=1000)
+    assert time.monotonic() - started < 1.0
+    # Revoked while the page is open: its next request is refused, and the page asks for a token again.
+    sql(db_url, "UPDATE api_tokens SET revoked_at = now() WHERE name = 'lou'")
+    as_admin(app, "POST", f"/events/{event['id']}/cancel")
     page.wait_for_selector("#token-dialog[open]")
-    page.fill("#t-token", "s3cret")
+    assert "no longer accepts" in page.text_content("#t-msg")
+    page.fill("#t-token", add_token(db_url, "lou2", "read"))
     page.press("#t-token", "Enter")
-    page.wait_for_selector("#s-result.ok")
-    page.click("#s-submit")
-    page.wait_for_function("document.getElementById('s-result').textContent.includes('#2')")
-    assert not page.is_visible("#token-dialog")
-    assert page.evaluate("sessionStorage.getItem('punctual.token')") == "s3cret"
-    assert count_events(db_url) == 2
+    page.wait_for_selector(f"tr[data-id='{event['id']}'][data-state='cancelled']")
+    assert page.text_content("#who-name") == "lou2"
+    page.wait_for_selector("#live.on")
+    second = as_admin(app, "POST", "/events", json={"callback": "Addition", "scheduled_for": "2031-05-01T12:00:00Z"})
+    page.wait_for_selector(f"tr[data-id='{second['id']}']", timeout=2000)  # live again, with the new token
