@@ -373,18 +373,6 @@ def test_a_client_may_bring_its_own_secret_and_it_is_never_answered(live_client,
     assert answer.status_code == 422 and answer.json["error"]["details"]["field"] == "signing_secret"
 
 
-def test_webhooks_made_before_signing_get_a_secret_when_the_schema_is_applied(db, db_url):
-    sql(db_url, "INSERT INTO callbacks (name, kind, target) VALUES ('legacy', 'webhook', 'http://127.0.0.1/')")
-    db.apply_schema()
-    [row] = sql(db_url, "SELECT signing_secret FROM callbacks WHERE name = 'legacy'")
-    assert row["signing_secret"].startswith("whsec_")
-    assert len(Webhook(row["signing_secret"])._whsecret) == 32
-    db.apply_schema()  # idempotent: a second start keeps it
-    assert sql(db_url, "SELECT signing_secret FROM callbacks WHERE name = 'legacy'") == [row]
-    assert sql(db_url, "SELECT count(*) AS n FROM callbacks WHERE kind <> 'webhook' AND signing_secret IS NOT NULL") \
-        == [{"n": 0}]
-
-
 # -- secrets are write-only ----------------------------------------------------------------------
 
 def test_star_star_star_sent_back_keeps_the_stored_values(live_client, db_url, receiver):
