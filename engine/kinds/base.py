@@ -18,7 +18,7 @@ class Attempt:
     callback: str
     kind: str
     target: str
-    config: dict[str, Any]
+    config: dict[str, Any] = field(repr=False)  # header values may be secrets
     payload: dict[str, Any]
     timeout: float
     # A webhook's Standard Webhooks signing secret (whsec_...), None for the other kinds. Kept out of repr():
