@@ -582,6 +582,11 @@ def test_a_read_token_sees_events_and_callbacks_but_no_action_at_all(start_app, 
     page.goto(app.url + "/#desk")  # not for this token: the events page instead
     page.wait_for_selector("body[data-ready='true']")
     assert page.is_visible("#view-events") and page.is_hidden("#view-desk")
+    page.set_viewport_size({"width": 390, "height": 844})  # the token's name and sign-out fit a phone too
+    assert page.is_visible("#sign-out")
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the page scrolls sideways on a phone with a token ({overflow} px)"
+    screenshot(page, "narrow-read-only")
 
 
 def test_a_write_token_refused_after_its_scope_changed_gets_a_readable_message_and_the_page_adapts(
