@@ -674,3 +674,19 @@ def test_the_live_stream_runs_with_a_token_and_a_revoked_token_is_asked_for_agai
     page.wait_for_selector("#live.on")
     second = as_admin(app, "POST", "/events", json={"callback": "Addition", "scheduled_for": "2031-05-01T12:00:00Z"})
     page.wait_for_selector(f"tr[data-id='{second['id']}']", timeout=2000)  # live again, with the new token
+
+
+def test_a_tab_without_shared_worker_runs_its_own_stream_with_the_token(start_app, context, db_url):
+    """Chrome on Android has no SharedWorker: the same live-worker.js runs as this tab's own Worker."""
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    token = add_token(db_url, "andy", "read")
+    page = context.new_page()
+    page.add_init_script("delete window.SharedWorker;")
+    watched = Watched(page)
+    page.add_init_script(f"sessionStorage.setItem('punctual.token', {json.dumps(token)});")
+    watched.open(app.url + "/")
+    page.wait_for_selector("#live.on")
+    assert page.evaluate("typeof SharedWorker") == "undefined"
+    event = as_admin(app, "POST", "/events", json={"callback": "Addition", "scheduled_for": "2031-05-01T12:00:00Z"})
+    page.wait_for_selector(f"tr[data-id='{event['id']}'][data-state='scheduled']", timeout=2000)
+    assert not watched.errors, watched.errors
