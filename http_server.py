@@ -105,12 +105,15 @@ class PunctualChannel(HTTPChannel):
         self.quiet_since = now  # opened, or last answer finished: the idle clock starts here
         self.last_sent = now
         self.request_started: Optional[float] = None  # first byte of the request being received
+        self.last_received = now
         self.served = 0
         super().__init__(server, sock, addr, adj, map=map)
 
     def received(self, data: bytes) -> bool:
-        if data and self.request is None:
-            self.request_started = time.monotonic()
+        if data:
+            self.last_received = time.monotonic()
+            if self.request is None:
+                self.request_started = self.last_received
         result = super().received(data)
         if self.request is None:
             self.request_started = None
@@ -139,7 +142,11 @@ class PunctualChannel(HTTPChannel):
             return "stalled" if now - self.last_sent > limits.idle_timeout else None
         if self.request is not None:  # a request has begun: slowloris trickles bytes to keep it open
             started = self.request_started if self.request_started is not None else self.quiet_since
-            return "slow" if now - started > limits.request_timeout else None
+            if now - started > limits.request_timeout:
+                return "slow"
+            # While draining, a request still arriving is waited for only while its bytes keep coming: a
+            # trickling client must not hold the stop to its deadline.
+            return "drained" if draining and now - self.last_received >= DRAIN_QUIET_SECONDS else None
         quiet = now - max(self.quiet_since, self.last_sent)
         if draining:
             return "drained" if quiet >= DRAIN_QUIET_SECONDS and not self._bytes_waiting() else None

@@ -192,11 +192,10 @@ def test_sigterm_during_hundreds_of_creations_answers_every_one_of_them_whole(st
     wait_for(lambda: len(loop_ids) >= 40, 10, 0.02, "the keep-alive clients to be creating events")
 
     # The burst: `burst` connections, each with a whole POST sent, none answered yet when SIGTERM comes.
-    socks = []
-    for i in range(burst):
-        sock = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+    # Connected first, then every request sent in one tight loop: most of them are in flight at the signal.
+    socks = [socket.create_connection(("127.0.0.1", app.port), timeout=10) for _ in range(burst)]
+    for i, sock in enumerate(socks):
         sock.sendall(post_request(app.port, {"callback": "rec", "payload": {"burst": i}, "scheduled_for": at(3600)}))
-        socks.append(sock)
     sigterm_sent.set()  # first: a loop client never starts a request after the signal
     app.proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
@@ -248,7 +247,7 @@ def test_sigterm_during_hundreds_of_creations_answers_every_one_of_them_whole(st
                                         f"{last_answer:.2f} s after SIGTERM, 0 resets")
 
 
-def test_sigterm_ends_a_live_stream_with_bye_and_closes_idle_keep_alive_connections(start_app):
+def test_sigterm_ends_a_live_stream_and_closes_idle_and_trickling_connections_before_the_deadline(start_app):
     app = start_app(HTTP_DRAIN_SECONDS="20")
     stream = requests.get(app.url + "/stream", stream=True, timeout=10)
     assert stream.status_code == 200
@@ -256,13 +255,16 @@ def test_sigterm_ends_a_live_stream_with_bye_and_closes_idle_keep_alive_connecti
     assert next(line for line in lines if line.startswith("event:")) == "event: hello"
     idle = requests.Session()
     assert idle.get(app.url + "/health", timeout=5).status_code == 200  # then idle, kept alive
+    slow = socket.create_connection(("127.0.0.1", app.port), timeout=5)
+    slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # a slowloris: headers begun, never ended
 
     signalled = time.monotonic()
     app.proc.send_signal(signal.SIGTERM)
     assert next(line for line in lines if line.startswith("event:")) == "event: bye"
     assert app.proc.wait(20) == 0
     took = time.monotonic() - signalled
-    assert took < 10, f"the stop took {took:.1f} s: the stream or the idle connection held the drain to its end"
+    assert took < 10, f"the stop took {took:.1f} s: a stream, idle or slow connection held the drain to its end"
+    slow.close()
     assert_no_traceback(app)
 
 
