@@ -459,6 +459,17 @@ def test_callbacks_page_creates_edits_and_deletes_and_pages_fit_a_narrow_screen(
     assert (callback["kind"], callback["timeout_seconds"], callback["config"]) == ("webhook", 5, {"headers": {"X-Team": "***"}})
     assert sql(db_url, "SELECT config FROM callbacks WHERE name = 'Notify'")[0]["config"] == {"headers": {"X-Team": "ops"}}
     assert secret not in page.content()  # the page holds the secret no longer than the person asked
+    # Rotation (asked twice: the old secret stops signing at once) shows the new secret, once, the same way.
+    page.click("button[aria-label='Edit Notify']")
+    page.click("#cb-rotate")
+    assert page.is_hidden("#cb-secret")
+    page.click("#cb-rotate")
+    page.wait_for_selector("#cb-secret:not([hidden])")
+    rotated = page.input_value("#cb-secret-value")
+    stored = json.dumps(sql(db_url, "SELECT signing_secret FROM callbacks WHERE name = 'Notify'")[0])
+    assert rotated not in (secret, "***") and rotated in stored and secret not in stored
+    page.click("#cb-secret-done")
+    page.click("#cb-cancel")
     screenshot(page, "callbacks")
     page.click("button[aria-label='Delete Notify']")
     page.click("button[aria-label='Delete Notify']")  # "Really?"
