@@ -343,7 +343,9 @@ def test_an_unreachable_database_answers_503_json_not_500(settings):
     from db import Database
 
     down = Database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", pool_size=2)
-    client = create_app(settings, down).test_client()
+    # API_TOKEN is checked without the database; a named token could not be, nor could "no token exists".
+    client = create_app(settings.with_(api_token="t"), down).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer t"
     for method, path, body in [("get", "/events", None), ("get", "/events/1", None), ("get", "/callbacks", None),
                                ("post", "/events", GOOD_EVENT), ("post", "/events/batch", {"events": [GOOD_EVENT]}),
                                ("post", "/callbacks", {"name": "n", "kind": "manual"}),
@@ -356,6 +358,12 @@ def test_an_unreachable_database_answers_503_json_not_500(settings):
     assert health.status_code == 503 and health.json["checks"]["database"]["status"] == "down"
     metrics = client.get("/metrics")
     assert metrics.status_code == 200  # a scrape during an outage still answers
+    # Without API_TOKEN, whether any token exists cannot be known: closed (503), not open.
+    unknown = create_app(settings, down).test_client()
+    assert_error(unknown.get("/events"), 503, "no token store")
+    assert unknown.get("/health").status_code == 503  # /health needs no token: it reports the outage
+    public = create_app(settings.with_(metrics_public=True), down).test_client()
+    assert public.get("/metrics").status_code == 200
     down.close()
 
 
