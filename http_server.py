@@ -107,6 +107,7 @@ class PunctualChannel(HTTPChannel):
         self.request_started: Optional[float] = None  # first byte of the request being received
         self.last_received = now
         self.served = 0
+        self.serving = False  # a request thread is in service(): waitress empties `requests` before it returns
         super().__init__(server, sock, addr, adj, map=map)
 
     def received(self, data: bytes) -> bool:
@@ -126,20 +127,24 @@ class PunctualChannel(HTTPChannel):
         return sent
 
     def service(self) -> None:
+        self.serving = True
         try:
             super().service()
         finally:
+            # In this order: a sweep between waitress's pop of the request and here must not judge the
+            # connection by clocks that stopped when the request began (a 70 s request is not 70 s idle).
             self.served += 1
             self.quiet_since = time.monotonic()
+            self.serving = False
 
     def verdict(self, now: float, limits: Limits, draining: bool) -> Optional[str]:
         """Why this connection should be closed now ("idle", "slow", "stalled", "drained"), or None.
 
         Never while a request is being served: a slow handler or a live stream is the application's own."""
-        if self.will_close or self.requests:
+        if self.will_close or self.requests or self.serving:
             return None
         if self.total_outbufs_len:  # an answer the client does not read (it holds a buffer and a slot)
-            return "stalled" if now - self.last_sent > limits.idle_timeout else None
+            return "stalled" if now - max(self.last_sent, self.quiet_since) > limits.idle_timeout else None
         if self.request is not None:  # a request has begun: slowloris trickles bytes to keep it open
             started = self.request_started if self.request_started is not None else self.quiet_since
             if now - started > limits.request_timeout:
@@ -154,7 +159,7 @@ class PunctualChannel(HTTPChannel):
 
     def evictable(self) -> bool:
         """Whether dropping it costs nobody an answer in progress."""
-        return not (self.will_close or self.requests or self.total_outbufs_len)
+        return not (self.will_close or self.requests or self.serving or self.total_outbufs_len)
 
     def _bytes_waiting(self) -> bool:
         """A request already sent but not read yet (this loop round has not come to it): not idle."""
