@@ -1,4 +1,4 @@
-"""The one error family: every failure a client can see, mapped to the JSON error body in routes/errors.py."""
+"""The one error family: every failure a client can see; routes/http.py maps each to the JSON error body."""
 from __future__ import annotations
 
 from typing import Any

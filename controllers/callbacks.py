@@ -13,9 +13,8 @@ import psycopg2
 from psycopg2.extras import Json
 
 from config import Settings
+from controllers.targets import REDACTED, new_secret, secret_problem, validate_config, validate_target
 from db import Database
-from engine.kinds import validate_config, validate_target
-from engine.kinds.webhook import REDACTED, new_secret, secret_problem
 from errors import Conflict, Invalid, NotFound
 from schemas import CallbackCreate, CallbackUpdate
 
@@ -64,7 +63,7 @@ def get_callback(db: Database, callback_id: int) -> dict[str, Any]:
 # -- writes -------------------------------------------------------------------------------------
 
 def _check(settings: Settings, values: dict[str, Any]) -> None:
-    problem = validate_target(settings, values["kind"], values["target"], values["config"])
+    problem = validate_target(settings, values["kind"], values["target"])
     if problem:
         raise Invalid(problem, {"field": "target", "kind": values["kind"]})
     problem = validate_config(values["kind"], values["config"])

@@ -72,8 +72,12 @@ _INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority,
               RETURNING callback_id, {", ".join(_COLUMNS)}"""
 
 
-def _insert(cur, items: list[EventCreate], source: str) -> list[tuple[dict[str, Any], bool]]:
-    """Insert the events in one statement; a repeated idempotency_key yields the first event instead.
+def insert_events(cur: Any, items: list[EventCreate], source: str) -> list[tuple[dict[str, Any], bool]]:
+    """Insert the events in one statement, in the caller's transaction (`cur`); a repeated idempotency_key
+    yields the first event instead. Returns (event, created) pairs, in the order of `items`.
+
+    Public because Kafka ingestion (controllers/ingest.py) inserts a message's events in the same transaction
+    that records the message's offset; create_events is the API's way in.
 
     Why this shape: batch creation is the hot path of throughput. One INSERT over unnest() arrays (psycopg2
     adapts each list in C, no per-row SQL text) answers with the full rows through RETURNING, and the callback
@@ -166,7 +170,7 @@ def create_events(db: Database, items: list[EventCreate], source: str = "api") -
     keyed = any(item.idempotency_key for item in items)
     try:
         with db.transaction(autocommit=not keyed) as cur:
-            result = _insert(cur, items, source)
+            result = insert_events(cur, items, source)
     except psycopg2.errors.ForeignKeyViolation:
         # A callback was deleted between our lookup and the insert (its DELETE committed while the
         # insert waited on the row): to the client it is simply unknown now.

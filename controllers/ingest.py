@@ -14,8 +14,8 @@ from typing import Any, Optional
 from psycopg2.extras import Json
 
 import audit
-from bridge.messages import Rejected, Schedule, parse_alerts_topic, parse_schedule
-from controllers.events import SELECT, _insert
+from controllers.events import SELECT, insert_events
+from controllers.messages import Rejected, Schedule, parse_alerts_topic, parse_schedule
 from db import Database
 from errors import AppError
 
@@ -88,7 +88,7 @@ def ingest(db: Database, messages: list[Message], schedules_topic: str) -> Inges
                     created, cancelled = _apply_schedule(
                         cur, parse_schedule(msg.topic, msg.key, msg.value, msg.headers), msg.topic)
                 else:
-                    created = [event for event, _ in _insert(cur, parse_alerts_topic(msg.value), "kafka")]
+                    created = [event for event, _ in insert_events(cur, parse_alerts_topic(msg.value), "kafka")]
                     cancelled = []
                 cur.execute(
                     """UPDATE kafka_messages SET events = %s WHERE topic = %s AND partition = %s AND "offset" = %s""",

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from datetime import date, datetime
 from typing import Any, Optional
 
@@ -12,13 +11,12 @@ from flask.json.provider import DefaultJSONProvider
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+import jsonsafe
 from controllers.access import Access
 from errors import AppError, BadRequest, Invalid, Unauthorized, Unavailable
 from routes import SECURITY_SCHEMES, Blueprint, answer, services
 
 log = logging.getLogger("punctual.http")
-
-MAX_DEPTH = 64
 
 
 def _reject_constant(name: str) -> None:
@@ -42,32 +40,6 @@ class StrictJSON(DefaultJSONProvider):
         if isinstance(o, (datetime, date)):
             return o.isoformat()
         return DefaultJSONProvider.default(o)
-
-
-def _unstorable(value: Any, depth: int = 0, path: str = "$") -> str | None:
-    """Why PostgreSQL could not store this JSON (NUL, lone surrogate, too deep), or None."""
-    if depth > MAX_DEPTH:
-        return f"{path}: nested deeper than {MAX_DEPTH} levels"
-    if isinstance(value, str):
-        if "\x00" in value:
-            return f"{path}: strings cannot contain \\u0000"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{path}: strings cannot contain lone surrogates"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            problem = _unstorable(key, depth + 1, path) or _unstorable(item, depth + 1, f"{path}.{key[:40]}")
-            if problem:
-                return problem
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            problem = _unstorable(item, depth + 1, f"{path}[{index}]")
-            if problem:
-                return problem
-    elif isinstance(value, float) and not math.isfinite(value):
-        return f"{path}: numbers must be finite"
-    return None
 
 
 def scope_needed(scopes: dict[tuple[str, str], Optional[str]], endpoint: Optional[str], method: str,
@@ -111,7 +83,7 @@ def check_body() -> None:
     body = request.get_json()  # 415 for another content type, 400 for malformed JSON (cached for the route)
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object", {"got": type(body).__name__})
-    problem = _unstorable(body)
+    problem = jsonsafe.problem(body)
     if problem:
         raise Invalid(problem)
 
@@ -123,7 +95,7 @@ def check_query() -> None:
     if repeated:
         raise Invalid(f"query parameters given more than once: {', '.join(repeated)}", {"repeated": repeated})
     for key, value in request.args.items():
-        problem = _unstorable(key) or _unstorable(value)
+        problem = jsonsafe.problem(key) or jsonsafe.problem(value)
         if problem:
             raise Invalid(f"query parameter {key[:40]!r}: {problem.removeprefix('$: ')}", {"parameter": key[:40]})
 

@@ -486,7 +486,7 @@ def test_delete_of_a_webhook_with_finished_events_is_409_and_the_rows_stay(live_
 # -- the policy, read directly ---------------------------------------------------------------------
 
 def test_the_address_policy_in_one_table():
-    from engine.kinds.webhook import policy_of
+    from controllers.targets import policy_of
 
     default = policy_of(("127.0.0.1", "::1", "localhost"))
     star = policy_of(("*",))

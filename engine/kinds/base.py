@@ -1,12 +1,16 @@
-"""What a kind's runner is given, and how it says an attempt failed."""
+"""What a kind's runner is given, and how it says an attempt failed.
+
+AttemptFailed lives in handlers.py, beside the registry of the handlers that raise it; it is re-exported here
+because `from engine.kinds.base import AttemptFailed` is public API (DESIGN.md, "Callback kinds").
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from handlers import AttemptFailed
 
-class AttemptFailed(Exception):
-    """The attempt failed; the message is stored as the event's last_error."""
+__all__ = ["Attempt", "AttemptFailed"]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
+import jsonsafe
 from schemas import EventCreate
 
 ALERT_CALLBACK = "Alert"
@@ -20,7 +21,6 @@ SCHEDULER_CALLBACK = "KafkaScheduler"
 # kafka-message-scheduler's header names.
 EPOCH, TARGET_TOPIC, TARGET_KEY = "scheduler-epoch", "scheduler-target-topic", "scheduler-target-key"
 FIRED_TIMESTAMP, FIRED_KEY, FIRED_TOPIC = "scheduler-timestamp", "scheduler-key", "scheduler-topic"
-MAX_DEPTH = 64
 
 
 class Rejected(Exception):
@@ -31,24 +31,11 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _storable(value: Any, depth: int = 0) -> None:
-    """PostgreSQL's jsonb refuses NUL characters and lone surrogates; refuse them here, with a reason."""
-    if depth > MAX_DEPTH:
-        raise Rejected(f"nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise Rejected("strings cannot contain \\u0000")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise Rejected("strings cannot contain lone surrogates") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _storable(key, depth + 1)
-            _storable(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _storable(item, depth + 1)
+def _storable(value: Any) -> None:
+    """Refuse what PostgreSQL's jsonb cannot hold (NUL, lone surrogates, too deep: see jsonsafe), with a reason."""
+    problem = jsonsafe.problem(value)
+    if problem:
+        raise Rejected(problem)
 
 
 def decode_json(value: Optional[bytes]) -> Any:

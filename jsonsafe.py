@@ -1,0 +1,92 @@
+"""Whether PostgreSQL can store a value as jsonb: the one check the API, the Kafka bridge and the engine share.
+
+`json.dumps` succeeding is not enough. PostgreSQL refuses, inside jsonb and text alike, the NUL character
+(\\u0000) and lone UTF-16 surrogates (\\ud800 without its pair), and jsonb has no NaN or Infinity. Any one
+such value fails the whole transaction it is written in (an API request, a polled Kafka batch, a batch of
+outcomes), so each is refused before the write, with the place where it was found.
+
+A leaf module: it imports nothing of Punctual's, so every layer may use it.
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = ["MAX_DEPTH", "problem"]
+
+# Levels of nesting accepted (objects and arrays). Deep enough for any real document; shallow enough that
+# walking it, and PostgreSQL parsing it, never comes near a recursion limit.
+MAX_DEPTH = 64
+
+
+def problem(value: object, path: str = "$", *, max_depth: int = MAX_DEPTH, surrogates: bool = True) -> str | None:
+    """Why PostgreSQL could not store `value` as jsonb, or None when it can.
+
+    The answer starts with the JSON path of the first offending value (`$.payload.items[3]: ...`); a bad
+    object key is reported at the object's path. Refused: NUL in a string or key, lone surrogates, NaN and
+    Infinity, nesting deeper than `max_depth`, integers too long to write, and anything `json.dumps` could
+    not write (sets, bytes, datetimes, ...; tuples are written as arrays, so they pass).
+
+    `surrogates=False` leaves lone surrogates to the caller: the engine lets such a result reach the
+    database and records the attempt's outcome as not recorded there (tests/test_engine.py pins that path).
+    """
+    return _walk(value, path, 0, max_depth, surrogates)
+
+
+def _walk(value: object, path: str, depth: int, max_depth: int, surrogates: bool) -> str | None:
+    if depth > max_depth:
+        return f"{path}: nested deeper than {max_depth} levels"
+    if isinstance(value, str):
+        return _text(value, path, surrogates)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _integer(value, path)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path}: numbers must be finite"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = (_key(key, path, surrogates)
+                     or _walk(item, f"{path}.{str(key)[:40]}", depth + 1, max_depth, surrogates))
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _walk(item, f"{path}[{index}]", depth + 1, max_depth, surrogates)
+            if found:
+                return found
+        return None
+    return f"{path}: a {type(value).__name__} is not a JSON value"
+
+
+def _text(value: str, path: str, surrogates: bool) -> str | None:
+    if "\x00" in value:
+        return f"{path}: strings cannot contain \\u0000"
+    if surrogates:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path}: strings cannot contain lone surrogates"
+    return None
+
+
+def _key(key: object, path: str, surrogates: bool) -> str | None:
+    """An object key as json.dumps writes it: strings as they are; numbers, booleans and null as text."""
+    if isinstance(key, str):
+        return _text(key, path, surrogates)
+    if key is None or isinstance(key, (bool, int)):
+        return None
+    if isinstance(key, float):
+        return None if math.isfinite(key) else f"{path}: numbers must be finite"
+    return f"{path}: a {type(key).__name__} cannot be an object key"
+
+
+def _integer(value: int, path: str) -> str | None:
+    """Python refuses to write an integer of more than sys.get_int_max_str_digits() digits (4300 by default)."""
+    if value.bit_length() <= 64:  # the common case, and far below that limit
+        return None
+    try:
+        str(value)
+    except ValueError:
+        return f"{path}: integer too long to write as JSON"
+    return None
