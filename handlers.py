@@ -19,7 +19,8 @@ import importlib
 import inspect
 import logging
 import numbers
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = ["HANDLERS", "AttemptFailed", "handler", "is_inline", "load_modules", "wants_attempt"]
 

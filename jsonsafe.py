@@ -56,7 +56,7 @@ def _walk(value: object, path: str, depth: int, max_depth: int, surrogates: bool
             if found:
                 return found
         return None
-    return f"{path}: a {type(value).__name__} is not a JSON value"
+    return f"{path}: not a JSON value ({type(value).__name__})"
 
 
 def _text(value: str, path: str, surrogates: bool) -> str | None:
@@ -78,7 +78,7 @@ def _key(key: object, path: str, surrogates: bool) -> str | None:
         return None
     if isinstance(key, float):
         return None if math.isfinite(key) else f"{path}: numbers must be finite"
-    return f"{path}: a {type(key).__name__} cannot be an object key"
+    return f"{path}: an object key must be a string, not {type(key).__name__}"
 
 
 def _integer(value: int, path: str) -> str | None:

@@ -22,6 +22,8 @@ from errors import AppError
 
 @dataclass(frozen=True)
 class Message:
+    """One Kafka record as the consumer polled it: where it came from (the exactly-once key) and its bytes."""
+
     topic: str
     partition: int
     offset: int
@@ -32,13 +34,17 @@ class Message:
 
 @dataclass
 class IngestResult:
+    """What one polled batch did: the events it made and cancelled (for the audit log and the stream),
+    and how many messages were refused or seen before."""
+
     created: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
     duplicates: int = 0
 
 
-def _apply_schedule(cur, schedule: Schedule, namespace: str) -> tuple[list[dict], list[dict]]:
+def _apply_schedule(cur: Any, schedule: Schedule, namespace: str
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Replace or cancel the pending schedule with this key, then add the new one."""
     key = f"{namespace}:{schedule.key}"
     cur.execute(
@@ -48,7 +54,7 @@ def _apply_schedule(cur, schedule: Schedule, namespace: str) -> tuple[list[dict]
         (key,),
     )
     cancelled_ids = [row["id"] for row in cur.fetchall()]
-    created: list[dict] = []
+    created: list[dict[str, Any]] = []
     if schedule.event is not None:
         item = schedule.event
         cur.execute(
@@ -62,7 +68,7 @@ def _apply_schedule(cur, schedule: Schedule, namespace: str) -> tuple[list[dict]
             raise Rejected(f"callback {item.callback!r} is missing")
         cur.execute(f"{SELECT} WHERE e.id = %s", (row["id"],))
         created.append(cur.fetchone())
-    cancelled: list[dict] = []
+    cancelled: list[dict[str, Any]] = []
     if cancelled_ids:
         cur.execute(f"{SELECT} WHERE e.id = ANY(%s)", (cancelled_ids,))
         cancelled = cur.fetchall()
@@ -70,6 +76,7 @@ def _apply_schedule(cur, schedule: Schedule, namespace: str) -> tuple[list[dict]
 
 
 def ingest(db: Database, messages: list[Message], schedules_topic: str) -> IngestResult:
+    """Turn a polled batch into events in one transaction (see the module docstring); commit the offsets after."""
     result = IngestResult()
     with db.transaction() as cur:
         for msg in messages:

@@ -19,7 +19,7 @@ import secrets
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
@@ -36,8 +36,8 @@ __all__ = [
 
 log = logging.getLogger("punctual.targets")
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 REDACTED = "***"  # how a secret is answered, logged and shown; sent back, it keeps the stored value
 
