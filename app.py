@@ -20,9 +20,10 @@ import audit
 from config import Settings
 from controllers.access import Access
 from db import Database, database_url_from, redact
+from bridge.producer import Producer
 from bridge.service import Bridge
 from engine import Engine
-from engine.kinds import kafka as kafka_kind
+from engine.kinds import Kinds
 from engine.kinds import python as python_handlers
 from errors import Unavailable
 from metrics import Metrics
@@ -33,8 +34,10 @@ log = logging.getLogger("punctual")
 
 
 def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None,
-               metrics: Optional[Metrics] = None, bridge: Optional[Bridge] = None) -> OpenAPI:
-    """Build the Flask app around an existing database (and engine and Kafka bridge, when this process runs them)."""
+               metrics: Optional[Metrics] = None, bridge: Optional[Bridge] = None,
+               broadcaster: Optional[Broadcaster] = None) -> OpenAPI:
+    """Build the Flask app around an existing database (and the engine, the Kafka bridge and the live pages'
+    broadcaster, when this process runs them)."""
     app = OpenAPI(
         __name__,
         info=Info(title="Punctual", version="0.1.0",
@@ -51,7 +54,7 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
         metrics.watch_bridge(bridge.health)
     access = Access(db, settings.api_token, settings.token_check_seconds)
     app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine, bridge=bridge,
-                                          access=access)
+                                          access=access, broadcaster=broadcaster)
     blueprints = [callbacks.bp, claims.bp, events.bp, kafka.bp, stream.bp, system.bp]
     http.install(app, blueprints)
     for blueprint in blueprints:
@@ -95,14 +98,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.info("Kafka bridge off: KAFKA_BOOTSTRAP_SERVERS is not set")
 
     metrics = Metrics()
-    engine = Engine(db, settings, metrics)
     # Live pages (GET /stream): each open stream holds an HTTP thread, so at most half of them.
     broadcaster = Broadcaster(max_subscribers=min(8, max(1, settings.http_threads // 2)))
-    engine.watchers.append(broadcaster)
-    bridge = Bridge(db, settings, on_created=engine.executor.wake) if settings.kafka_enabled else None
-    if bridge is not None:
-        kafka_kind.use_producer(bridge.producer)
-    app = create_app(settings, db, engine, metrics, bridge)
+    producer = Producer(settings.kafka_bootstrap_servers) if settings.kafka_enabled else None
+    engine = Engine(db, settings, metrics, kinds=Kinds(settings, producer), watchers=[broadcaster])
+    bridge = Bridge(db, settings, producer, on_created=engine.wake) if producer is not None else None
+    app = create_app(settings, db, engine, metrics, bridge, broadcaster)
     # channel_request_lookahead lets a live stream notice at once that its browser tab closed, instead of
     # holding its thread until the next heartbeat write fails.
     server = HttpServer(app, host=settings.host, port=settings.port, threads=settings.http_threads,

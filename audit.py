@@ -135,19 +135,21 @@ def setup_logging(log_dir: str, max_bytes: int, backups: int, level: int = loggi
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
-def record(action: str, event: dict[str, Any], **fields: Any) -> None:
-    """Write one audit line for a state change of `event` (a row with id, callback, attempts, state).
+def record(action: str, event: Any, **fields: Any) -> None:
+    """Write one audit line for a state change of `event`: a row with id, callback, attempts and state, as a
+    dict (the API's rows) or as attributes (the engine's typed rows).
 
     Inside `batch()` the line waits for the end of the batch; otherwise it is written at once.
     """
     assert action in ACTIONS, action
+    get = event.get if isinstance(event, dict) else lambda name: getattr(event, name, None)
     line: dict[str, Any] = {
         "time": datetime.now(timezone.utc).isoformat(),
         "action": action,
-        "event_id": event.get("id"),
-        "callback": event.get("callback"),
-        "attempt": event.get("attempts"),
-        "state": event.get("state"),
+        "event_id": get("id"),
+        "callback": get("callback"),
+        "attempt": get("attempts"),
+        "state": get("state"),
     }
     line.update(fields)
     text = _one_line(line)

@@ -6,7 +6,7 @@ import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -15,6 +15,8 @@ import psycopg2.errors
 from errors import Conflict, Unavailable
 
 log = logging.getLogger("punctual.db")
+
+T = TypeVar("T")
 
 SCHEMA_PATH = Path(__file__).with_name("database.sql")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -215,6 +217,17 @@ class Database:
         with self.transaction(autocommit=True) as cur:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else []
+
+    def typed(self, sql: str, params: Any, into: Callable[..., T]) -> list[T]:
+        """Run one statement as its own transaction and build `into(*row)` from each row, in the order of
+        the SELECT (or RETURNING) list: typed rows for the engine, made straight from tuples (no dict)."""
+        with self.transaction(autocommit=True) as cur:
+            plain = cur.connection.cursor()
+            try:
+                plain.execute(sql, params)
+                return [into(*row) for row in plain.fetchall()] if plain.description else []
+            finally:
+                plain.close()
 
     def ping(self) -> bool:
         try:

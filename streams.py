@@ -1,7 +1,7 @@
 """Fan the engine's change batches out to live pages (Server-Sent Events subscribers).
 
 The engine calls a Broadcaster from its listener thread with every batch of notified changes
-([{"id", "state", "scheduled_for"}], state None = deleted). That thread also arms timers, so the
+(each with id, state and scheduled_for; state None = deleted). That thread also arms timers, so the
 broadcaster must never wait on a subscriber: each subscriber has a bounded queue, and one that
 falls behind (a slow network, a stalled tab) loses its backlog and is told to "resync" instead,
 i.e. to read again what it shows. The browser only ever needs ids: it fetches the rows it shows.
@@ -15,9 +15,17 @@ import queue
 import threading
 import time
 from datetime import datetime
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 RESYNC = "resync"
+
+
+class ChangeLike(Protocol):
+    """What the engine says of one changed event (engine.queries.Change): no import of the engine here."""
+
+    id: int
+    state: Optional[str]
+    scheduled_for: Optional[datetime]
 
 
 class Subscription:
@@ -79,7 +87,7 @@ class Broadcaster:
         self._subscribers: tuple[Subscription, ...] = ()
         self.closed = threading.Event()
 
-    def __call__(self, changes: list[dict[str, Any]]) -> None:
+    def __call__(self, changes: Sequence[ChangeLike]) -> None:
         """Hand a batch to every subscriber without waiting on any of them."""
         subscribers = self._subscribers  # a tuple replaced whole under the lock: safe to iterate
         if not changes or not subscribers:
@@ -112,10 +120,10 @@ class Broadcaster:
             subscriber.closed.set()
 
 
-def _plain(change: dict[str, Any]) -> dict[str, Any]:
+def _plain(change: ChangeLike) -> dict[str, Any]:
     """Only what the page needs, JSON-ready."""
-    when = change.get("scheduled_for")
-    return {"id": change["id"], "state": change.get("state"),
+    when = change.scheduled_for
+    return {"id": change.id, "state": change.state,
             "scheduled_for": when.isoformat() if isinstance(when, datetime) else when}
 
 

@@ -8,7 +8,6 @@ redelivers the batch, and the kafka_messages primary key makes it a no-op.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any, Callable
 
@@ -19,40 +18,40 @@ from kafka.structs import OffsetAndMetadata
 import crashpoints
 from config import Settings
 from controllers.ingest import Message, ingest
-from backoff import Backoff
-from db import CONNECTION_ERRORS, Database
-from errors import Unavailable
+from db import Database
+from engine.role import TRANSIENT, Role
 
 log = logging.getLogger("punctual.kafka.consumer")
 
 
-class AlertConsumer:
+class AlertConsumer(Role):
+    """What wakes it: messages polled from the alerts and schedules topics (it waits in poll itself).
+    What it writes: the messages' events and kafka_messages rows, in one transaction per batch."""
+
+    name = "kafka-consumer"
+    # KafkaError covers NoBrokersAvailable (2.x) and KafkaTimeoutError (3.x).
+    transient = (KafkaError, *TRANSIENT)
+
     def __init__(self, db: Database, settings: Settings, on_created: Callable[[], None]) -> None:
+        super().__init__(period=0, retry_initial=0.5, retry_cap=settings.reconnect_max_seconds, logger=log)
         self.db = db
         self.settings = settings
         self._on_created = on_created
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="punctual-kafka-consumer", daemon=True)
+        self._consumer: KafkaConsumer | None = None
         self.connected = False
-        self.last_error: str | None = None
         self.ingested = 0
         self.rejected = 0
         self.duplicates = 0
         self.lag: int | None = None
         self._lag_measured = 0.0
 
-    def start(self) -> None:
-        self._thread.start()
+    def describe(self) -> str:
+        return f"{self.settings.kafka_alerts_topic}, {self.settings.kafka_schedules_topic}"
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
+    def stop(self, timeout: float = 15.0) -> bool:
+        return super().stop(timeout)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _consumer(self) -> KafkaConsumer:
+    def _new_consumer(self) -> KafkaConsumer:
         poll_interval = self.settings.kafka_max_poll_interval_ms
         session = min(10_000, poll_interval)
         return KafkaConsumer(
@@ -68,45 +67,32 @@ class AlertConsumer:
             heartbeat_interval_ms=max(session // 3, 100),
             request_timeout_ms=max(30_000, session + 5_000),
             bootstrap_timeout_ms=10_000,  # then retry with backoff, logging it, rather than wait silently
-
         )
 
-    def _run(self) -> None:
-        log.info("Kafka consumer started (%s, %s)", self.settings.kafka_alerts_topic,
-                 self.settings.kafka_schedules_topic)
-        backoff = Backoff(0.5, self.settings.reconnect_max_seconds)
-        while not self._stop.is_set():
-            consumer = None
+    def run_once(self) -> None:
+        if self._consumer is None:
+            self._consumer = self._new_consumer()
+            self.connected = True
+            self.log.info("Kafka consumer connected to %s", self.settings.kafka_bootstrap_servers)
+        consumer = self._consumer
+        records = consumer.poll(timeout_ms=500)
+        if records:
+            self._handle(consumer, records)
+        self._measure_lag(consumer)
+
+    def reset(self) -> None:
+        """Closed and rebuilt after a failure: its fetch position rewinds to the committed offsets, so a batch
+        whose events were not stored is delivered again rather than skipped."""
+        self.connected = False
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
             try:
-                consumer = self._consumer()
-                self.connected = True
-                self.last_error = None
-                log.info("Kafka consumer connected to %s", self.settings.kafka_bootstrap_servers)
-                while not self._stop.is_set():
-                    records = consumer.poll(timeout_ms=500)
-                    if records:
-                        self._handle(consumer, records)
-                        backoff.reset()
-                    self._measure_lag(consumer)
-            except (KafkaError, Unavailable, *CONNECTION_ERRORS) as exc:
-                # KafkaError covers NoBrokersAvailable (2.x) and KafkaTimeoutError (3.x).
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # noqa: BLE001 - the bridge must outlive anything and reconnect
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("Kafka consumer failed")
-            finally:
-                self.connected = False
-                if consumer is not None:
-                    try:
-                        consumer.close(autocommit=False)  # never commit what was not stored
-                    except Exception:  # noqa: BLE001
-                        pass
-            if self._stop.is_set():
-                break
-            delay = backoff.next()
-            log.warning("Kafka consumer down (%s); reconnecting in %.1f s", self.last_error, delay)
-            self._stop.wait(delay)
-        log.info("Kafka consumer stopped")
+                consumer.close(autocommit=False)  # never commit what was not stored
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self) -> None:
+        self.reset()
 
     def _handle(self, consumer: KafkaConsumer, records: dict[TopicPartition, list[Any]]) -> None:
         messages = [

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 
 from kafka.errors import KafkaError
 
 from bridge.producer import Producer
-from db import CONNECTION_ERRORS, Database
-from errors import Unavailable
+from db import Database
+from engine.role import TRANSIENT, Role
 
 log = logging.getLogger("punctual.kafka.outbox")
 
@@ -23,59 +22,37 @@ RELAY_LOCK_KEY = 0x5057_4F42  # "PWOB"
 BATCH = 500
 
 
-class OutboxRelay:
+class OutboxRelay(Role):
+    """Publishes unsent outbox rows. What wakes it: its period (0.5 s), or a wake() after outcomes were
+    written. What it writes: sent_at on the rows the broker acknowledged; it deletes sent rows after an hour."""
+
+    name = "outbox-relay"
+    transient = (KafkaError, *TRANSIENT)
+
     def __init__(self, db: Database, producer: Producer, topic: str, period: float = 0.5,
                  retention_hours: float = 1.0, reconnect_max: float = 10.0) -> None:
+        super().__init__(period=period, retry_initial=0.5, retry_cap=reconnect_max, logger=log)
         self.db = db
         self.producer = producer
         self.topic = topic
-        self.period = period
         self.retention_hours = retention_hours
-        self.reconnect_max = reconnect_max
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="punctual-outbox-relay", daemon=True)
         self.sent = 0
-        self.last_error: str | None = None
         self.pending: int | None = None
+
+    def describe(self) -> str:
+        return f"topic {self.topic}"
 
     def start(self) -> None:
         # From now on terminal state changes write outbox rows (see punctual_flags in database.sql).
         self.db.query("INSERT INTO punctual_flags (name) VALUES ('outbox') ON CONFLICT DO NOTHING")
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=15)
+    def stop(self, timeout: float = 15.0) -> bool:
+        return super().stop(timeout)
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        log.info("outbox relay started (topic %s)", self.topic)
-        delay = self.period
-        while not self._stop.is_set():
-            self._wake.wait(delay)
-            self._wake.clear()
-            try:
-                while not self._stop.is_set() and self.relay_once() == BATCH:
-                    pass
-                self.last_error = None
-                delay = self.period
-            except (KafkaError, Unavailable, *CONNECTION_ERRORS) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("outbox relay failed (%s); retrying in %.1f s", self.last_error, delay)
-                delay = min(max(delay * 2, 0.5), self.reconnect_max)
-            except Exception as exc:  # noqa: BLE001 - keep relaying whatever one round did
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("outbox relay failed")
-                delay = min(max(delay * 2, 0.5), self.reconnect_max)
-        log.info("outbox relay stopped")
+    def run_once(self) -> None:
+        while not self.stopping and self.relay_once() == BATCH:
+            pass
 
     def relay_once(self) -> int:
         """Publish up to one batch; returns how many rows were sent."""

@@ -14,9 +14,9 @@ log = logging.getLogger("punctual.kafka")
 
 
 class Bridge:
-    def __init__(self, db: Database, settings: Settings, on_created: Callable[[], None]) -> None:
+    def __init__(self, db: Database, settings: Settings, producer: Producer, on_created: Callable[[], None]) -> None:
         self.settings = settings
-        self.producer = Producer(settings.kafka_bootstrap_servers)
+        self.producer = producer
         self.consumer = AlertConsumer(db, settings, on_created)
         self.relay = OutboxRelay(db, self.producer, settings.kafka_history_topic,
                                  reconnect_max=settings.reconnect_max_seconds)

@@ -1,140 +1,178 @@
-"""The engine of one instance: listener -> scheduler -> executor, plus the sweep that covers lost hints.
+"""The engine of one instance: its roles, wired together. docs/architecture.md has a paragraph per role.
 
-Start order matters: the scheduler and executor first (so wake-ups have somewhere to go), then
-the listener, which LISTENs and then catches up from the table. Stop order is the reverse, and
-the executor gives back whatever it could not finish.
+    listener ──changes──▶ engine._on_changes ──▶ scheduler (timers) ──due──▶ dispatcher
+                                   └──── a few new due ids ──── offer ────▶ dispatcher
+    dispatcher ──claims──▶ inline handlers (here) | worker pool ──outcomes──▶ completer
+    lease keeper: renews waiting leases, rescues expired ones;  sweeper: claims due, refills timers
+
+Start order: what receives work before what sends it (completer, workers, dispatcher, then the timers,
+the listener, which catches up from the table, and the keepers). Stop order: the dispatcher first (no
+new claims or starts), then what feeds it, then running attempts finish within the grace or are given
+back, and the completer writes the last outcomes.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from typing import Any, Callable
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
 
-import audit
 from config import Settings
-from controllers import attempts, claims
 from db import Database
-from engine.executor import DB_ERRORS, Executor
+from engine import queries
+from engine.completer import Completer
+from engine.dispatcher import Dispatcher
+from engine.inflight import Inflight
+from engine.kinds import Kinds
+from engine.lease_keeper import LeaseKeeper
 from engine.listener import Listener
+from engine.pace import Pace
+from engine.planner_stats import PlannerStats
+from engine.queries import Change
+from engine.role import Role
+from engine.running import Runner
 from engine.scheduler import Scheduler
+from engine.sweeper import Sweeper
+from engine.workers import WorkerPool
 from metrics import Metrics
 
 log = logging.getLogger("punctual.engine")
 
 MAX_ARMED = 50_000  # a hard bound on timers in memory (~1 KB each in APScheduler), whatever the horizon holds
 
+# Called with each batch of changes (state None = deleted), from the listener's thread: e.g. live pages.
+Watcher = Callable[[list[Change]], None]
+
 
 class Engine:
-    def __init__(self, db: Database, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics, kinds: Optional[Kinds] = None,
+                 watchers: Optional[list[Watcher]] = None) -> None:
         self.db = db
         self.settings = settings
         self.metrics = metrics
-        self.executor = Executor(db, settings, metrics)
-        self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.executor.wake, max_armed=MAX_ARMED)
+        self.watchers: list[Watcher] = list(watchers or [])
+        self.inflight = Inflight()
+        self.pace = Pace(settings.worker_threads, settings.claim_batch)
+        self.runner = Runner(db, settings, kinds or Kinds(settings), self.pace, metrics)
+        self.planner_stats = PlannerStats(db)
+        self.completer = Completer(db, settings, metrics, on_written=self._claim_due)
+        self.lease_keeper = LeaseKeeper(db, settings, self.inflight, metrics, on_rescued=self._claim_due)
+        self.pool = WorkerPool(settings, self.inflight, self.runner, self.completer, self.pace, metrics,
+                               lease_check=self.lease_keeper.check, on_free=self._claim_due)
+        self.dispatcher = Dispatcher(db, settings, self.inflight, self.pool, self.runner, self.completer,
+                                     self.pace, self.planner_stats)
+        self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.dispatcher.wake, max_armed=MAX_ARMED)
         self.listener = Listener(db, metrics, settings.listen_timeout_seconds, settings.reconnect_max_seconds,
-                                 on_ids=self._on_notified, on_connect=self.catch_up)
-        self._stop = threading.Event()
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="punctual-sweeper", daemon=True)
+                                 on_changes=self._on_changes, on_connect=self.catch_up)
+        self.sweeper = Sweeper(settings, claim_due=self._claim_due, refill=self.catch_up)
         self.started = False
-        self.last_sweep = 0.0
-        # Called from the listener thread with each batch of changes ({"id", "state", "scheduled_for"};
-        # state None = deleted); used to push live updates (Server-Sent Events). Must return quickly.
-        self.watchers: list[Callable[[list[dict[str, Any]]], None]] = []
+
+    @property
+    def roles(self) -> list[Role]:
+        return [self.completer, self.pool, self.dispatcher, self.listener, self.lease_keeper, self.sweeper]
 
     def start(self) -> None:
+        self.completer.start()
+        self.pool.start()
+        self.dispatcher.start()
         self.scheduler.start()
-        self.executor.start()
         self.listener.start()
-        self._sweeper.start()
+        self.lease_keeper.start()
+        self.sweeper.start()
         self.started = True
         log.info("engine started as %s", self.settings.instance_name)
+
+    def wake(self) -> None:
+        """Something may be due now (e.g. events just made from Kafka): claim it."""
+        self._claim_due()
 
     def stop(self) -> None:
         if not self.started:
             return
         log.info("engine stopping")
-        # The executor first: from now on nothing is claimed or started, and queued claims go back
-        # at once; the listener, timers and sweep only feed it, so they can go while it finishes.
-        self.executor.quiesce()
-        self._stop.set()
+        began = time.monotonic()
+        # The dispatcher first: from now on nothing is claimed or started, and queued claims go back at
+        # once; the listener, timers and keepers only feed it, so they can go while attempts finish.
+        self.dispatcher.quiesce()
         self.listener.stop()
         self.scheduler.stop()
-        self._sweeper.join(timeout=self.settings.sweep_seconds + 5)
-        self.executor.stop(self.settings.shutdown_grace_seconds)
+        self.sweeper.stop(self.settings.sweep_seconds + 5)
+        deadline = began + self.settings.shutdown_grace_seconds
+        while self.inflight.busy and time.monotonic() < deadline:
+            time.sleep(0.02)
+        grace = self.settings.shutdown_grace_seconds
+        # A given-back attempt that had started keeps its number: it may have reached the outside world, and
+        # receivers deduplicate on (event id, attempt).
+        self.runner.give_back(self.inflight.take_all(),
+                              f"released: instance shut down while the attempt ran past {grace:g} s", started=True)
+        self.lease_keeper.stop()
+        self.pool.stop()
+        self.completer.stop(timeout=self.settings.reconnect_max_seconds * 2 + 1)
+        self.planner_stats.stop()
         self.started = False
         log.info("engine stopped")
 
+    @property
+    def last_sweep(self) -> float:
+        """Monotonic time of the last sweep (0 before the first)."""
+        return self.sweeper.last_success
+
+    def _claim_due(self) -> None:
+        self.dispatcher.wake()
+
     # -- hints and catch-up -------------------------------------------------------------
 
-    def _on_notified(self, hints: dict[int, dict[str, Any] | None]) -> None:
-        """Arm, move or drop timers from the notifications' hints; read back only ids without one."""
+    def _on_changes(self, hints: dict[int, Optional[Change]]) -> None:
+        """Arm, move or drop timers from the notifications' hints; read back only ids without one. A few events
+        due now are offered to the dispatcher to claim by id (see Dispatcher.offer)."""
         rows = [hint for hint in hints.values() if hint is not None]
         unknown = sorted(event_id for event_id, hint in hints.items() if hint is None)
         missing: set[int] = set()
         if unknown:
-            fetched = attempts.armable(self.db, unknown)
+            fetched = queries.armable(self.db, unknown)
             rows += fetched
-            missing = set(unknown) - {row["id"] for row in fetched}
-        # A few events due now, on an idle instance: claimed right here (see Executor.take); the rest
-        # arm, move or drop timers, and due ones wake the dispatcher.
-        taken = self.executor.take(rows)
-        self.scheduler.sync([row for row in rows if row["id"] not in taken] if taken else rows, missing=missing)
+            missing = set(unknown) - {row.id for row in fetched}
+        now = datetime.now(timezone.utc)
+        due = [row.id for row in rows
+               if row.state == "scheduled" and row.scheduled_for is not None and row.scheduled_for <= now]
+        if due and len(due) <= max(1, self.settings.worker_threads // 2):
+            self.dispatcher.offer(due)
+            offered = set(due)
+            self.scheduler.sync([row for row in rows if row.id not in offered], missing=missing)
+        else:
+            self.scheduler.sync(rows, missing=missing)
         self.metrics.armed.set(self.scheduler.armed_count)
-        changes = rows + [{"id": event_id, "state": None, "scheduled_for": None} for event_id in missing]
-        for watcher in list(self.watchers):
-            try:
-                watcher(changes)
-            except Exception:  # noqa: BLE001 - a watcher (e.g. a live page) must never stall the listener
-                log.exception("change watcher failed")
+        if self.watchers:
+            changes = rows + [Change(event_id, None, None) for event_id in missing]
+            for watcher in list(self.watchers):
+                try:
+                    watcher(changes)
+                except Exception:  # noqa: BLE001 - a watcher (e.g. a live page) must never stall the listener
+                    log.exception("change watcher failed")
 
     def catch_up(self) -> None:
         """Claim what is due and arm what falls within the horizon, straight from the table."""
-        self.executor.wake()
-        rows = attempts.within_horizon(self.db, self.settings.horizon_seconds, self.scheduler.max_armed)
+        self._claim_due()
+        rows = queries.within_horizon(self.db, self.settings.horizon_seconds, self.scheduler.max_armed)
         self.scheduler.sync(rows)
         self.metrics.armed.set(self.scheduler.armed_count)
 
-    # -- the safety net -----------------------------------------------------------------
-
-    def _sweep_loop(self) -> None:
-        """Every sweep period: claim anything due, rescue expired leases; refill the horizon now and then."""
-        log.info("sweeper started (every %.1f s)", self.settings.sweep_seconds)
-        refill_every = max(self.settings.horizon_seconds / 10, self.settings.sweep_seconds)
-        next_refill = time.monotonic() + refill_every
-        while not self._stop.wait(self.settings.sweep_seconds):
-            try:
-                self.executor.wake()
-                rescued = attempts.rescue_expired(self.db)
-                if rescued:
-                    self.metrics.lease_rescues.inc(len(rescued))
-                    for row in rescued:
-                        audit.record("lease_expired", row, error=row["last_error"])
-                    log.warning("rescued %d events whose lease expired", len(rescued))
-                    self.executor.wake()
-                claims.expire_leases(self.db)  # manual events whose holder ran out of time
-                if time.monotonic() >= next_refill:
-                    self.catch_up()
-                    next_refill = time.monotonic() + refill_every
-                self.last_sweep = time.monotonic()
-            except DB_ERRORS as exc:
-                log.warning("sweep failed (%s); next try in %.1f s", exc, self.settings.sweep_seconds)
-            except Exception:  # noqa: BLE001 - the safety net must not fall
-                log.exception("sweep failed; next try in %.1f s", self.settings.sweep_seconds)
-        log.info("sweeper stopped")
+    # -- health -------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
-        listener_ok = self.listener.connected.is_set() and now - self.listener.last_heartbeat < \
+        listener = self.listener
+        listener_ok = listener.connected.is_set() and now - listener.last_heartbeat < \
             self.settings.listen_timeout_seconds * 3 + 5
+        sweep = self.sweeper.last_success
         return {
             "listener": {
                 "status": "ok" if listener_ok else "down",
-                "connected": self.listener.connected.is_set(),
-                "seconds_since_heartbeat": round(now - self.listener.last_heartbeat, 3)
-                if self.listener.last_heartbeat else None,
-                "reconnects": self.listener.reconnects,
-                "last_error": self.listener.last_error,
+                "connected": listener.connected.is_set(),
+                "seconds_since_heartbeat": round(now - listener.last_heartbeat, 3) if listener.last_heartbeat
+                else None,
+                "reconnects": listener.reconnects,
+                "last_error": listener.last_error,
             },
             "scheduler": {
                 "status": "ok" if self.scheduler.running else "down",
@@ -142,10 +180,12 @@ class Engine:
                 "horizon_seconds": self.settings.horizon_seconds,
             },
             "executor": {
-                "status": "ok" if self.executor.alive else "down",
-                "inflight": self.executor.inflight,
+                "status": "ok" if self.dispatcher.alive and self.completer.alive and self.pool.alive else "down",
+                "inflight": len(self.inflight),
                 "workers": self.settings.worker_threads,
-                "last_error": self.executor.last_claim_error,
-                "seconds_since_sweep": round(now - self.last_sweep, 3) if self.last_sweep else None,
+                "last_error": self.dispatcher.last_error or self.completer.last_error,
+                "seconds_since_sweep": round(now - sweep, 3) if sweep else None,
             },
+            "roles": {"status": "ok" if all(role.alive for role in self.roles) else "down",
+                      **{role.name: role.health() for role in self.roles}},
         }

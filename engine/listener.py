@@ -1,9 +1,11 @@
-"""LISTEN on the events channel and turn notifications into scheduler updates.
+"""The listener: LISTENs on the events channel and passes on what each notification says, nothing more.
 
-NOTIFY is a hint, not the truth: after every (re)connect the listener catches up from the table,
-and the engine's sweep covers anything a lost notification missed. The connection is dedicated,
-autocommit (never idle in a transaction, which would block the server's notify queue), and
-waited on with a bounded select(), so stop() is honoured within one timeout.
+What it owns: one dedicated autocommit connection (never idle in a transaction, which would block the
+server's notify queue), waited on with a bounded select(), so stop() is honoured at once and a dead
+server is noticed by a heartbeat query. What it does with a notification: parses it into Changes and
+calls `on_changes` (the engine arms timers, offers due events to the dispatcher, feeds live pages).
+NOTIFY is a hint, not the truth: after every (re)connect `on_connect` catches up from the table, and the
+sweeper covers anything a lost notification missed. It writes nothing.
 """
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ import select
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from backoff import Backoff
-from db import CONNECTION_ERRORS, Database
+import psycopg2.extensions
+
+from db import Database
+from engine.queries import Change
+from engine.role import Role
 from metrics import Metrics
 
 log = logging.getLogger("punctual.listener")
@@ -32,30 +37,30 @@ def _valid_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_notification(payload: str) -> dict[int, dict[str, Any] | None]:
-    """The events a notification of ours names, each with what it says of it, in the trigger's
-    format (database.sql, punctual_notify); {} (logged) for anything we did not send.
+def parse_notification(payload: str) -> dict[int, Optional[Change]]:
+    """The events a notification of ours names, each with what it says of it, in the format of the triggers
+    in database.sql; {} (logged) for anything we did not send.
 
-    A hint is {"id", "state", "scheduled_for"}, with state None for a deleted row (its timer goes);
-    a hint of None means the payload said too little, and the caller reads the row instead.
+    A Change with state None is a deleted row (its timer goes); None instead of a Change means the payload
+    said too little, and the caller reads the row instead.
     """
     try:
         data = json.loads(payload)
         ids = data["ids"]
         if isinstance(ids, list) and ids and all(_valid_id(i) for i in ids):
             if data.get("op") == "DELETE":
-                return {i: {"id": i, "state": None, "scheduled_for": None} for i in ids}
+                return {i: Change(i, None, None) for i in ids}
             states, ats = data.get("states"), data.get("at")
             if not (isinstance(states, list) and isinstance(ats, list) and len(states) == len(ats) == len(ids)):
                 return dict.fromkeys(ids)
-            hints: dict[int, dict[str, Any] | None] = {}
+            hints: dict[int, Optional[Change]] = {}
             times: dict[int, datetime] = {}  # a batch often shares one scheduled_for: convert it once
             for event_id, state, at in zip(ids, states, ats):
                 if isinstance(state, str) and _valid_id(at):
                     when = times.get(at)
                     if when is None:
                         when = times[at] = _EPOCH + timedelta(microseconds=at)
-                    hints[event_id] = {"id": event_id, "state": state, "scheduled_for": when}
+                    hints[event_id] = Change(event_id, state, when)
                 else:
                     hints[event_id] = None
             return hints
@@ -65,119 +70,111 @@ def parse_notification(payload: str) -> dict[int, dict[str, Any] | None]:
     return {}
 
 
-class Listener:
+class Listener(Role):
+    name = "listener"
+
     def __init__(self, db: Database, metrics: Metrics, timeout: float, reconnect_max: float,
-                 on_ids: Callable[[dict[int, dict[str, Any] | None]], None],
+                 on_changes: Callable[[dict[int, Optional[Change]]], None],
                  on_connect: Callable[[], None]) -> None:
+        super().__init__(period=0, retry_initial=0.1, retry_cap=reconnect_max, logger=log)
         self.db = db
         self.metrics = metrics
         self.timeout = timeout
-        self.reconnect_max = reconnect_max
-        self._on_ids = on_ids
+        self._on_changes = on_changes
         self._on_connect = on_connect
-        self._stop = threading.Event()
         # stop() writes to this pipe so the select() below returns at once instead of at its timeout.
-        self._wake_r, self._wake_w = -1, -1  # made in start(): an engine never started holds no descriptors
-        self._thread = threading.Thread(target=self._run, name="punctual-listener", daemon=True)
+        self._wake_r, self._wake_w = -1, -1  # made in start(): a listener never started holds no descriptors
+        self._conn: Optional[psycopg2.extensions.connection] = None
+        self._connected_once = False
         self.connected = threading.Event()  # set once LISTEN and the catch-up are done
         self.last_heartbeat = 0.0
         self.reconnects = 0
-        self.last_error: str | None = None
-        self.backend_pid: int | None = None
+        self.backend_pid: Optional[int] = None
+
+    def describe(self) -> str:
+        return f"channel {CHANNEL}, heartbeat every {self.timeout:g} s"
 
     def start(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._wake_w < 0:
-            return  # never started
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-        self._thread.join(timeout=self.timeout + 5)
+    def stop(self, timeout: Optional[float] = None) -> bool:
+        stopped = super().stop(self.timeout + 5 if timeout is None else timeout)
         for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r, self._wake_w = -1, -1
+        return stopped
+
+    def _interrupt(self) -> None:
+        if self._wake_w >= 0:
             try:
-                os.close(fd)
+                os.write(self._wake_w, b"x")
             except OSError:
                 pass
-        self._wake_r, self._wake_w = -1, -1
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        log.info("listener started")
-        backoff = Backoff(0.1, self.reconnect_max)
-        first = True
-        while not self._stop.is_set():
-            conn = None
+    def run_once(self) -> None:
+        if self._conn is None:
+            self._connect()
+            return
+        conn = self._conn
+        readable, _, _ = select.select([conn, self._wake_r], [], [], self.timeout)
+        if self.stopping:
+            return
+        if readable:
+            conn.poll()
+            # A successful poll proves the connection alive too: under steady traffic select() never times
+            # out, and health must not call a busy listener dead.
+        else:
+            # Heartbeat: notices a dead server that select() alone would wait on forever.
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        self.last_heartbeat = time.monotonic()
+        changes: dict[int, Optional[Change]] = {}  # the latest hint per id wins (commit order)
+        while conn.notifies:  # also filled by the heartbeat query
+            changes.update(parse_notification(conn.notifies.pop(0).payload))
+        if changes:
             try:
-                conn = self.db.connect("listener", autocommit=True)
-                with conn.cursor() as cur:
-                    cur.execute(f"LISTEN {CHANNEL}")
-                    cur.execute("SELECT pg_backend_pid()")
-                    self.backend_pid = cur.fetchone()[0]
-                # LISTEN before the catch-up: a row committed in between is seen by one or the other.
-                self._on_connect()
-                self.connected.set()
-                self.metrics.listener_connected.set(1)
-                self.last_heartbeat = time.monotonic()
-                self.last_error = None
-                if not first:
-                    self.reconnects += 1
-                    self.metrics.listener_reconnects.inc()
-                    log.info("listener reconnected (backend %s) and caught up", self.backend_pid)
-                else:
-                    log.info("listening on %s (backend %s)", CHANNEL, self.backend_pid)
-                first = False
-                backoff.reset()
-                self._listen(conn)
-            except CONNECTION_ERRORS as exc:
-                self.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-            except Exception as exc:  # noqa: BLE001 - the listener must survive anything and reconnect
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("listener failed")
-            finally:
-                self.connected.clear()
-                self.metrics.listener_connected.set(0)
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-            if self._stop.is_set():
-                break
-            delay = backoff.next()
-            log.warning("listener lost its connection (%s); reconnecting in %.2f s", self.last_error, delay)
-            self._stop.wait(delay)
-        log.info("listener stopped")
+                self._on_changes(changes)
+            except self.transient:
+                raise
+            except Exception:  # noqa: BLE001 - a failing handler must not cut the connection
+                self.log.exception("handling %d notifications failed; the sweep will pick them up", len(changes))
 
-    def _listen(self, conn) -> None:
-        while not self._stop.is_set():
-            readable, _, _ = select.select([conn, self._wake_r], [], [], self.timeout)
-            if self._stop.is_set():
-                return
-            if readable:
-                conn.poll()
-                # A successful poll proves the connection alive too: under steady traffic select()
-                # never times out, and health must not call a busy listener dead.
-                self.last_heartbeat = time.monotonic()
-            else:
-                # Heartbeat: notices a dead server that select() alone would wait on forever.
-                with conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-                self.last_heartbeat = time.monotonic()
-            ids: dict[int, dict[str, Any] | None] = {}  # the latest hint per id wins (commit order)
-            while conn.notifies:  # also filled by the heartbeat query
-                ids.update(parse_notification(conn.notifies.pop(0).payload))
-            if ids:
-                try:
-                    self._on_ids(ids)
-                except CONNECTION_ERRORS:
-                    raise
-                except Exception:  # noqa: BLE001 - a failing handler must not stop the listener
-                    log.exception("handling %d notifications failed; the sweep will pick them up", len(ids))
+    def _connect(self) -> None:
+        conn = self.db.connect("listener", autocommit=True)
+        self._conn = conn
+        with conn.cursor() as cur:
+            cur.execute(f"LISTEN {CHANNEL}")
+            cur.execute("SELECT pg_backend_pid()")
+            row = cur.fetchone()
+            self.backend_pid = row[0] if row else None
+        # LISTEN before the catch-up: a row committed in between is seen by one or the other.
+        self._on_connect()
+        self.connected.set()
+        self.metrics.listener_connected.set(1)
+        self.last_heartbeat = time.monotonic()
+        if self._connected_once:
+            self.reconnects += 1
+            self.metrics.listener_reconnects.inc()
+            self.log.info("listener reconnected (backend %s) and caught up", self.backend_pid)
+        else:
+            self.log.info("listening on %s (backend %s)", CHANNEL, self.backend_pid)
+        self._connected_once = True
+
+    def reset(self) -> None:
+        """After a failure: the connection is closed; the next round reconnects and catches up."""
+        self.connected.clear()
+        self.metrics.listener_connected.set(0)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it may be dead already
+                pass
+
+    def close(self) -> None:
+        self.reset()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
+
+from engine.queries import Change
 
 log = logging.getLogger("punctual.scheduler")
 
@@ -62,18 +64,18 @@ class Scheduler:
             self._armed.clear()
         log.info("scheduler stopped")
 
-    def sync(self, rows: Iterable[dict[str, Any]], missing: Iterable[int] = ()) -> None:
-        """Bring the timers in line with rows read from the database (id, state, scheduled_for)."""
+    def sync(self, rows: Iterable[Change], missing: Iterable[int] = ()) -> None:
+        """Bring the timers in line with what the database says of these events."""
         now = datetime.now(timezone.utc)
         due = False
         for row in rows:
-            if row["state"] != "scheduled":
-                self.disarm(row["id"])
-            elif row["scheduled_for"] <= now:
-                self.disarm(row["id"])
+            if row.state != "scheduled" or row.scheduled_for is None:
+                self.disarm(row.id)
+            elif row.scheduled_for <= now:
+                self.disarm(row.id)
                 due = True
             else:
-                self._arm(row["id"], row["scheduled_for"], now)
+                self._arm(row.id, row.scheduled_for, now)
         for event_id in missing:
             self.disarm(event_id)
         if due:

@@ -57,6 +57,7 @@ class Blueprint(APIBlueprint):
 if TYPE_CHECKING:
     from bridge.service import Bridge
     from controllers.access import Access
+    from streams import Broadcaster
     from engine import Engine
 
 
@@ -70,6 +71,7 @@ class Services:
     engine: Optional["Engine"] = None
     bridge: Optional["Bridge"] = None
     access: Optional["Access"] = None
+    broadcaster: Optional["Broadcaster"] = None  # live pages' changes; None in a process without the engine
 
 
 def services() -> Services:

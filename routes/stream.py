@@ -30,11 +30,8 @@ class Stats(BaseModel):
 
 
 def broadcaster() -> Optional[streams.Broadcaster]:
-    """The broadcaster main() hung on the engine's watchers; None in a process without one."""
-    engine = services().engine
-    if engine is None:
-        return None
-    return next((w for w in engine.watchers if isinstance(w, streams.Broadcaster)), None)
+    """The live pages' broadcaster; None in a process without the engine (an API-only process)."""
+    return services().broadcaster
 
 
 @bp.get("/stream", responses={200: {"description": "text/event-stream: `hello`, then `changes` (a JSON list of "

@@ -11,7 +11,8 @@ from typing import Any
 import psycopg2
 from psycopg2.extras import Json
 
-from controllers import attempts
+from engine import queries
+from engine.queries import Change
 from engine import Engine
 from metrics import Metrics
 from tests.helpers import running_engine, sql, wait_for
@@ -261,7 +262,7 @@ def test_retry_delay_grows_exponentially_with_jitter_up_to_its_cap():
     for attempt in range(1, 12):
         ceiling = min(8.0, 1.0 * 2 ** (attempt - 1))
         for _ in range(50):
-            assert ceiling / 2 <= attempts.retry_delay(attempt, 1.0, 8.0) <= ceiling
+            assert ceiling / 2 <= queries.retry_delay(attempt, 1.0, 8.0) <= ceiling
 
 
 def test_division_by_zero_is_a_failed_attempt_with_a_clear_error(engine, db_url):
@@ -310,7 +311,7 @@ def test_an_attempt_past_its_timeout_fails_and_other_events_keep_running(db, set
         # The only worker is still asleep in the hung callback; a replacement ran this one.
         assert (done["finished_at"] - failed["started_at"]).total_seconds() < 2.5
         assert done["result"] == 9
-        assert eng.executor.inflight == 0
+        assert len(eng.inflight) == 0
     assert history(db_url, hung)[-1]["error"] == "timed out after 0.3 s"
 
 
@@ -346,9 +347,7 @@ def test_an_event_left_running_with_an_expired_lease_is_rescued_and_run_again(en
 def _wait_attempt_started(eng: Engine, event_id: int) -> None:
     """Wait until a worker thread is inside the callback (not merely claimed)."""
     def inside() -> bool:
-        with eng.executor._lock:
-            return any(key[0] == event_id and entry.thread is not None
-                       for key, entry in eng.executor._inflight.items())
+        return any(entry.row.id == event_id and entry.thread is not None for entry in eng.inflight.held())
     wait_for(inside, timeout=5, message=f"event {event_id} to be inside its callback")
 
 
@@ -433,7 +432,7 @@ def test_a_disarm_racing_an_arm_of_the_same_event_never_removes_the_new_timer():
         armed = threading.Event()
 
         def arm_again() -> None:
-            scheduler.sync([{"id": 7, "state": "scheduled", "scheduled_for": second}])
+            scheduler.sync([Change(7, "scheduled", second)])
             armed.set()
 
         racer = threading.Thread(target=arm_again)
@@ -443,9 +442,9 @@ def test_a_disarm_racing_an_arm_of_the_same_event_never_removes_the_new_timer():
         remove_job(job_id, *args, **kwargs)
 
     try:
-        scheduler.sync([{"id": 7, "state": "scheduled", "scheduled_for": first}])
+        scheduler.sync([Change(7, "scheduled", first)])
         scheduler._aps.remove_job = remove_job_with_a_racing_arm
-        scheduler.sync([{"id": 7, "state": "cancelled", "scheduled_for": first}])
+        scheduler.sync([Change(7, "cancelled", first)])
         scheduler._aps.remove_job = remove_job
         for racer in racers:
             racer.join(5)
@@ -515,7 +514,7 @@ def test_outcomes_postgres_cannot_store_fail_the_attempt_and_the_engine_keeps_re
     assert event["last_error"].startswith("RuntimeError: half a pair: "), event["last_error"]
     later = insert_event(db_url, "Addition", {"x": 2, "y": 2})  # the completer is still alive
     assert wait_state(db_url, later, "finished")["result"] == 4
-    assert engine.executor.alive
+    assert engine.completer.alive and engine.dispatcher.alive
 
 
 def test_armed_timers_are_bounded_and_events_beyond_the_bound_still_run(db, settings, db_url):

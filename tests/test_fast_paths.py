@@ -73,7 +73,7 @@ def test_a_stop_in_the_middle_of_an_inline_batch_gives_back_what_had_not_started
     assert released, "the stop came after the whole claimed batch had run"
     for r in rows:
         assert r["attempts"] == (1 if r["state"] == "finished" else 0)  # released ones were never started
-    assert not eng.executor.inflight
+    assert not len(eng.inflight)
 
 
 # -- the idle instance claims a new due event from its notification -------------------------------
@@ -86,7 +86,7 @@ def test_an_idle_instance_claims_a_new_due_event_from_its_notification_without_t
     # The sweep far away and the dispatcher never woken: only the listener's claim by id can start
     # these in time. Events from the API and from plain SQL alike.
     with running_engine(db, settings, sweep_seconds=60) as eng:
-        eng.executor.wake = eng.scheduler._on_due = lambda: None
+        eng.dispatcher.wake = eng.scheduler._on_due = lambda: None  # only an offer by id can claim
         client = create_app(eng.settings, db, eng, eng.metrics).test_client()
         for callback, expected in (("Addition", 7), ("Pooled", "punctual-worker")):
             response = client.post("/events", json={"callback": callback, "payload": {"x": 3, "y": 4}})
@@ -103,15 +103,15 @@ def test_an_idle_instance_claims_a_new_due_event_from_its_notification_without_t
 
 
 def test_a_claim_by_id_takes_nothing_another_instance_holds_or_that_is_not_due(db, db_url):
-    from controllers import attempts
+    from engine import queries
 
     cb = make_callback(db_url, "Pooled", "thread_pooled")
     due, future, taken = (sql(db_url, "INSERT INTO events (callback_id, scheduled_for) VALUES (%s, now() + %s) "
                                       "RETURNING id", (cb, delay))[0]["id"]
                           for delay in ("0 s", "1 hour", "0 s"))
-    assert [r["id"] for r in attempts.claim_ids(db, "other", [taken], 5)] == [taken]
-    claimed = attempts.claim_ids(db, "me", [due, future, taken], 5)
-    assert [r["id"] for r in claimed] == [due]
+    assert [r.id for r in queries.claim_ids(db, "other", [taken], 5)] == [taken]
+    claimed = queries.claim_ids(db, "me", [due, future, taken], 5)
+    assert [r.id for r in claimed] == [due]
     assert {r["id"]: r["worker"] for r in sql(db_url, "SELECT id, worker FROM events WHERE state = 'running'")} == \
         {due: "me", taken: "other"}
 
@@ -161,7 +161,7 @@ def test_one_statement_over_250_rows_records_every_change_and_notifies_in_chunks
     hints: dict[int, Any] = {}
     for payload in updated:
         hints.update(parse_notification(payload))
-    assert sorted(hints) == ids[:150] and {h["state"] for h in hints.values()} == {"cancelled"}
+    assert sorted(hints) == ids[:150] and {h.state for h in hints.values()} == {"cancelled"}
     # History: the 150 kept events were inserted and cancelled (the deleted ones' rows went with them);
     # the payload edit changed no state and wrote nothing.
     rows = sql(db_url, "SELECT state, count(*) AS n FROM event_history GROUP BY state")

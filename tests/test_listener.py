@@ -14,6 +14,7 @@ import psycopg2
 from psycopg2.extras import Json
 
 from engine.listener import CHANNEL, parse_notification
+from engine.queries import Change
 from tests.helpers import running_engine, sql, wait_for
 
 LATENESS = 1.0
@@ -90,10 +91,9 @@ def test_garbage_and_unknown_notifications_are_skipped_and_later_events_still_ru
 def test_parse_notification_reads_the_triggers_format_and_refuses_anything_else():
     hints = parse_notification('{"op": "UPDATE", "ids": [41, 42], "states": ["running", "scheduled"], '
                                '"at": [1795380280263002, 0]}')
-    assert hints[41] == {"id": 41, "state": "running",
-                         "scheduled_for": datetime(2026, 11, 22, 20, 44, 40, 263002, tzinfo=timezone.utc)}
-    assert hints[42]["scheduled_for"] == datetime(1970, 1, 1, tzinfo=timezone.utc)
-    assert parse_notification('{"op": "DELETE", "ids": [7]}') == {7: {"id": 7, "state": None, "scheduled_for": None}}
+    assert hints[41] == Change(41, "running", datetime(2026, 11, 22, 20, 44, 40, 263002, tzinfo=timezone.utc))
+    assert hints[42] is not None and hints[42].scheduled_for == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert parse_notification('{"op": "DELETE", "ids": [7]}') == {7: Change(7, None, None)}
     # Ids without usable hints are still named: the caller reads those rows back.
     assert parse_notification('{"op": "INSERT", "ids": [1, 2], "states": ["scheduled"], "at": [1]}') == \
         {1: None, 2: None}

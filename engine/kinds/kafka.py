@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from kafka.errors import KafkaError
 
 from engine.kinds.base import Attempt, AttemptFailed
 
-_producer: Optional[Any] = None
+
+class Sent(Protocol):
+    topic: str
+    partition: int
+    offset: int
 
 
-def use_producer(producer: Optional[Any]) -> None:
-    """Called at start when the Kafka bridge is configured; without it, kafka attempts fail clearly."""
-    global _producer
-    _producer = producer
+class Sender(Protocol):
+    """What a kafka attempt needs of the bridge's producer: send one message and wait for acks=all."""
+
+    def send(self, topic: str, value: bytes, key: Optional[bytes],
+             headers: list[tuple[str, bytes]]) -> Sent: ...
 
 
 def _bytes(value: Any, encoding: Optional[str] = None) -> bytes:
@@ -38,8 +43,9 @@ def _header_value(value: Any) -> bytes:
     return _bytes(value)
 
 
-def run(settings: Any, attempt: Attempt) -> Any:
-    if _producer is None:
+def run(producer: Optional[Sender], attempt: Attempt) -> dict[str, Any]:
+    """Produce the attempt's message; the producer is None when this instance has no Kafka bridge."""
+    if producer is None:
         raise AttemptFailed("Kafka is not configured in this instance (KAFKA_BOOTSTRAP_SERVERS is empty)")
     payload = attempt.payload
     topic = attempt.target or payload.get("topic")
@@ -56,7 +62,7 @@ def run(settings: Any, attempt: Attempt) -> Any:
     header_list += [("punctual-event-id", str(attempt.event_id).encode()),
                     ("punctual-attempt", str(attempt.attempt).encode())]
     try:
-        meta = _producer.send(topic, value, key.encode("utf-8") if isinstance(key, str) else None, header_list)
+        meta = producer.send(topic, value, key.encode("utf-8") if isinstance(key, str) else None, header_list)
     except KafkaError as exc:
         raise AttemptFailed(f"Kafka did not acknowledge the message: {type(exc).__name__}: {exc}") from None
     return {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset}

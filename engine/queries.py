@@ -1,22 +1,82 @@
-"""The rules of an attempt: claim, outcome, lease expiry, release. Each is one statement, so one transaction.
+"""The engine's SQL: claim, outcome, lease renewal and expiry, release, and what the timers need.
 
-Claims use row locks with SKIP LOCKED and the database's clock, so however many instances run,
-an attempt belongs to exactly one of them and nothing runs before its time by a fast app clock.
-The history rows are written by the trigger in database.sql inside the same transaction.
+Each is one statement, so one transaction. Claims use row locks with SKIP LOCKED and the database's
+clock, so however many instances run, an attempt belongs to exactly one of them and nothing runs
+before its time by a fast app clock. The history rows are written by the trigger in database.sql
+inside the same transaction. Rows come back typed (the dataclasses below), built from tuples.
 """
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Optional
 
 from psycopg2.extras import execute_values
 
 from db import Database
 
-# Rows the engine needs to run an attempt and to audit it. The signing secret comes with the claim (NULL but for
-# webhooks): one more column, not one more query per delivery. The audit reads named fields only, never it.
+
+@dataclass(slots=True)
+class Claimed:
+    """An attempt this instance holds: what running it needs, and what its audit line says."""
+
+    id: int
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    scheduled_for: datetime
+    started_at: Optional[datetime]
+    priority: int
+    state: str
+    worker: Optional[str]
+    callback_id: int
+    callback: str
+    kind: str
+    target: str
+    config: dict[str, Any] = field(repr=False)  # header values may be secrets
+    timeout_seconds: float
+    signing_secret: Optional[str] = field(repr=False)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(event id, attempt): what a lease, an outcome and a receiver's deduplication name."""
+        return self.id, self.attempts
+
+
+@dataclass(slots=True)
+class Rescued(Claimed):
+    """An attempt whose lease ran out, back in the queue (or failed, with no attempts left)."""
+
+    last_error: Optional[str]
+
+
+@dataclass(slots=True)
+class Recorded:
+    """An outcome as written: the event's new state, for the audit line and the metrics."""
+
+    id: int
+    callback: str
+    attempts: int
+    state: str
+    last_error: Optional[str]
+    finished_at: Optional[datetime]
+    next_run: datetime
+
+
+@dataclass(slots=True)
+class Change:
+    """What a notification (or a read of the table) says of an event: enough to arm, move or drop its timer.
+    `state` None: the event was deleted."""
+
+    id: int
+    state: Optional[str]
+    scheduled_for: Optional[datetime]
+
+
+# The columns of Claimed, in its order. The signing secret comes with the claim (NULL but for webhooks): one
+# more column, not one more query per delivery. The audit reads named fields only, never it.
 _RETURNING = """e.id, e.payload, e.attempts, e.max_attempts, e.scheduled_for, e.started_at, e.priority,
                 e.state, e.worker, e.callback_id, c.name AS callback, c.kind, c.target, c.config, c.timeout_seconds,
                 c.signing_secret"""
@@ -29,7 +89,7 @@ _CLAIM = """SET state = 'running', attempts = e.attempts + 1, worker = %(worker)
 
 def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
               held: dict[int, int] | None = None, cap: int | None = None,
-              uncapped: list[int] | None = None) -> list[dict[str, Any]]:
+              uncapped: list[int] | None = None) -> list[Claimed]:
     """Claim up to `limit` due events (highest priority first) for this instance, under a lease.
 
     With `cap`, no callback outside `uncapped` may hold more than `cap` attempts here (counting
@@ -41,7 +101,7 @@ def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
         cap = limit
     uncapped = uncapped or []
     full = [cid for cid, n in held.items() if n >= cap and cid not in uncapped]
-    return db.query(
+    return db.typed(
         f"""WITH due AS (
                 SELECT e.id, e.callback_id, e.priority, e.scheduled_for FROM events e
                 WHERE e.state = 'scheduled' AND e.scheduled_for <= now()
@@ -68,13 +128,14 @@ def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
             RETURNING {_RETURNING}""",
         {"full": full, "scan": limit + cap, "held_ids": list(held), "held_n": list(held.values()),
          "uncapped": uncapped, "cap": cap, "limit": limit, "worker": worker, "grace": lease_grace},
+        Claimed,
     )
 
 
-def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> list[dict[str, Any]]:
+def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> list[Claimed]:
     """Claim these events, if they are still scheduled and due (by the database's clock) and not
     manual, under a lease. Rows another transaction holds are skipped, not waited for."""
-    return db.query(
+    return db.typed(
         f"""UPDATE events e
                {_CLAIM}
               FROM callbacks c
@@ -84,6 +145,7 @@ def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> 
                    ORDER BY priority DESC, scheduled_for, id FOR UPDATE SKIP LOCKED)
             RETURNING {_RETURNING}""",
         {"worker": worker, "grace": lease_grace, "ids": ids},
+        Claimed,
     )
 
 
@@ -107,7 +169,7 @@ class Outcome:
     started: float | None = None  # when a worker began it (epoch seconds); the claim may be earlier
 
 
-def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[Recorded]:
     """Write many outcomes in one statement: finished, scheduled again after backoff, or failed.
 
     The guard (still running, same attempt, same worker) drops an outcome whose lease was lost
@@ -117,7 +179,7 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
     """
     if not outcomes:
         return []
-    return db.query(
+    return db.typed(
         """UPDATE events e SET
                state = CASE WHEN v.ok THEN 'finished'
                             WHEN e.attempts >= e.max_attempts THEN 'failed'
@@ -143,6 +205,7 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
          "results": [json.dumps(o.result) if o.ok else None for o in outcomes],
          "errors": [o.error for o in outcomes], "delays": [o.retry_delay for o in outcomes],
          "started": [o.started for o in outcomes], "worker": worker},
+        Recorded,
     )
 
 
@@ -169,13 +232,13 @@ def extend_leases(db: Database, worker: str, leases: list[tuple[int, int, float]
     return {(row["id"], row["attempts"]) for row in rows}
 
 
-def rescue_expired(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
+def rescue_expired(db: Database, limit: int = 1000) -> list[Rescued]:
     """Return events whose holder vanished (lease ran out) to the queue, or fail them if no attempts are left.
 
     Manual events are not counted as failures when a person's lease runs out: controllers.claims
     puts them back in the queue instead.
     """
-    return db.query(
+    return db.typed(
         f"""UPDATE events e SET
                 state = CASE WHEN e.attempts >= e.max_attempts THEN 'failed' ELSE 'scheduled' END,
                 last_error = 'lease expired: ' || COALESCE(e.worker, 'unknown worker') || ' stopped before finishing',
@@ -188,11 +251,12 @@ def rescue_expired(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
                 ORDER BY lease_until LIMIT %s FOR UPDATE SKIP LOCKED)
             RETURNING {_RETURNING}, e.last_error""",
         (limit,),
+        Rescued,
     )
 
 
 def release(db: Database, worker: str, attempts: list[tuple[int, int]], reason: str,
-            started: bool = False) -> list[dict[str, Any]]:
+            started: bool = False) -> list[Claimed]:
     """Give running attempts back at once (shutdown); the event is due now.
 
     An attempt that never started is not counted (the next claim gets its number again). One that
@@ -202,7 +266,7 @@ def release(db: Database, worker: str, attempts: list[tuple[int, int]], reason: 
     if not attempts:
         return []
     with db.transaction() as cur:
-        return execute_values(
+        rows = execute_values(
             cur,
             f"""UPDATE events e SET state = 'scheduled', attempts = e.attempts - {0 if started else 1},
                        scheduled_for = now(),
@@ -215,19 +279,21 @@ def release(db: Database, worker: str, attempts: list[tuple[int, int]], reason: 
             template="(%s::bigint, %s::int, %s::text, %s::text)",
             fetch=True,
         )
+    return [Claimed(**row) for row in rows]
 
 
-def armable(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+def armable(db: Database, ids: list[int]) -> list[Change]:
     """State and time of the notified events, so the scheduler can arm, move or drop each."""
-    return db.query("SELECT id, state, scheduled_for FROM events WHERE id = ANY(%s)", (ids,))
+    return db.typed("SELECT id, state, scheduled_for FROM events WHERE id = ANY(%s)", (ids,), Change)
 
 
-def within_horizon(db: Database, horizon_seconds: float, limit: int) -> list[dict[str, Any]]:
+def within_horizon(db: Database, horizon_seconds: float, limit: int) -> list[Change]:
     """Scheduled events due from now to the horizon: the only ones the in-memory scheduler holds."""
-    return db.query(
+    return db.typed(
         """SELECT id, state, scheduled_for FROM events
            WHERE state = 'scheduled' AND scheduled_for > now()
              AND scheduled_for <= now() + make_interval(secs => %s)
            ORDER BY scheduled_for LIMIT %s""",
         (horizon_seconds, limit),
+        Change,
     )

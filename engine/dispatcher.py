@@ -1,0 +1,159 @@
+"""The dispatcher: claims due events for this instance, in priority order, and starts them.
+
+What wakes it: a timer of the scheduler (an armed event is due), the listener (new due events, handed
+over by id), a free slot in the worker pool, the completer catching up, a rescue, the sweeper; and its
+own period. What it writes: the claim (state running, attempt + 1, worker, lease), through queries.
+
+Inline handlers (pure and quick, see engine.kinds.python.handler) run right here, in claim order, right
+after their claim; the rest go to the worker pool. Why not everything through the workers: for a call of
+microseconds, the queue, the thread switch and the bookkeeping of a pooled attempt cost many times the
+call; here a batch of 256 runs back to back while the completer writes the previous batch's outcomes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import audit
+from config import Settings
+from db import Database
+from engine import queries
+from engine.completer import Completer
+from engine.inflight import Inflight
+from engine.kinds import Kinds
+from engine.pace import Pace
+from engine.planner_stats import PlannerStats
+from engine.queries import Claimed
+from engine.role import Role
+from engine.running import Runner
+from engine.workers import WorkerPool
+
+
+class Dispatcher(Role):
+    name = "dispatcher"
+
+    def __init__(self, db: Database, settings: Settings, inflight: Inflight, pool: WorkerPool, runner: Runner,
+                 completer: Completer, pace: Pace, planner_stats: PlannerStats) -> None:
+        super().__init__(period=settings.sweep_seconds, retry_cap=settings.reconnect_max_seconds)
+        self.db = db
+        self.settings = settings
+        self.inflight = inflight
+        self.pool = pool
+        self.runner = runner
+        self.completer = completer
+        self.pace = pace
+        self.planner_stats = planner_stats
+        self.worker = settings.instance_name
+        self.claiming = True
+        self._hinted: list[int] = []  # ids the listener saw become due, to claim by id (see offer)
+        self._general = False  # woken for a claim of everything due (not only for offered ids)
+        self._hinted_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"capacity {self.pace.capacity}"
+
+    def offer(self, ids: list[int]) -> None:
+        """Events the listener just saw become due (a POST /events, a retry): claim them by id at once.
+
+        Why by id: a claim of these ids is a primary-key lookup, where the claim of everything due sorts the
+        backlog; an idle instance would claim them next anyway, so priority order is kept. A batch, or a
+        busy instance, goes through the ordinary claim, which orders the whole backlog and applies the
+        per-callback caps. Several instances may offer the same id to themselves: SKIP LOCKED gives it to one.
+        """
+        with self._hinted_lock:
+            self._hinted.extend(ids)
+        super().wake()
+
+    def wake(self) -> None:
+        """Claim everything due now (something is, or may be, due)."""
+        with self._hinted_lock:
+            self._general = True
+        super().wake()
+
+    def run_once(self) -> None:
+        with self._hinted_lock:
+            hinted, self._hinted = self._hinted, []
+            general, self._general = self._general, False
+        if not hinted:
+            general = True  # the period ran out, or a wake asked for it
+        elif self.claiming and self._few_and_idle(len(hinted)):
+            claimed = queries.claim_ids(self.db, self.worker, hinted, self.settings.lease_grace_seconds)
+            if claimed:
+                self._accept(claimed)
+            # Not all claimed: taken by another instance, or not due yet by the database's clock; the
+            # ordinary claim decides.
+            general = general or len(claimed) < len(hinted)
+        else:
+            general = True
+        if general:
+            self._claim_available()
+
+    def _few_and_idle(self, count: int) -> bool:
+        return count <= max(1, self.settings.worker_threads // 2) and \
+            len(self.inflight) + count <= self.settings.worker_threads and not self._throttled()
+
+    def _throttled(self) -> bool:
+        # Inline attempts finish faster than outcomes are written: claim more once the completer catches up
+        # (it wakes us), so finished-but-unrecorded work stays bounded.
+        return self.completer.backlog >= 2 * self.settings.claim_batch
+
+    def _claim_available(self) -> None:
+        cap = max(1, self.settings.worker_threads // 2)
+        while self.claiming and not self.stopping:
+            free = self.pace.capacity - len(self.inflight)
+            if free <= 0 or self._throttled():
+                return
+            limit = min(free, self.settings.claim_batch)
+            # Callbacks known to be quick may take every worker; the others (slow, or not yet seen finishing)
+            # hold at most half of them, so a burst of slow webhooks cannot make everything else wait.
+            quick = self.pace.quick()
+            began = time.monotonic()
+            rows = queries.claim_due(self.db, self.worker, limit, self.settings.lease_grace_seconds,
+                                     held=self.inflight.per_callback(), cap=cap, uncapped=quick)
+            self.planner_stats.claimed(len(rows), limit, time.monotonic() - began)
+            if rows:
+                self._accept(rows)
+            if not rows or (len(rows) < limit and all(row.callback_id in quick for row in rows)):
+                return
+
+    def _accept(self, rows: list[Claimed]) -> None:
+        with audit.batch():
+            for row in rows:
+                audit.record("attempt_started", row, worker=self.worker, scheduled_for=row.scheduled_for,
+                             started_at=row.started_at)
+        inline: list[Claimed] = []
+        pooled: list[Claimed] = []
+        for row in rows:
+            (inline if Kinds.runs_inline(row.kind, row.target) else pooled).append(row)
+        if pooled:
+            self.pool.submit(pooled)
+        if inline:
+            self._run_inline(inline)
+
+    def _run_inline(self, rows: list[Claimed]) -> None:
+        """What a pooled attempt promises holds here too: nothing starts once a stop began (the rest is given
+        back uncounted), and each outcome goes through the completer like any other."""
+        self.inflight.inline_began()  # a stop waits for inline runs to end before it stops the completer
+        try:
+            for index, row in enumerate(rows):
+                if not self.claiming:
+                    self.runner.give_back(rows[index:], "released: instance shutting down before the attempt "
+                                                        "started")
+                    return
+                started, started_wall = time.monotonic(), time.time()
+                self.runner.observe_start(row, started_wall)
+                self.completer.put(self.runner.run(row, started, started_wall))
+        finally:
+            self.inflight.inline_ended()
+
+    def quiesce(self) -> None:
+        """The first step of a stop, at once: no new claims or starts; claimed attempts no worker has begun are
+        given back uncounted. Attempts already running go on (the engine waits for them)."""
+        if not self.claiming:
+            return
+        self.log.info("dispatcher stopping: no new claims or starts, %d attempts in flight", len(self.inflight))
+        self.claiming = False
+        self.stop(timeout=10)
+        self.runner.give_back(self.pool.drain_queued(), "released: instance shutting down before the attempt "
+                                                        "started")
+
