@@ -196,13 +196,11 @@ class PunctualServer(TcpWSGIServer):
         if now >= self._next_sweep:
             self._next_sweep = now + self.limits.sweep_every
             self.sweep(now)
-        if not self.accepting:
+        # Paused after accept() failed for want of descriptors, or at the limit with every connection being
+        # served: the pending connection would make poll() return at once, in a busy loop.
+        if not self.accepting or now < self._accept_paused_until:
             return False
-        if len(self.active_channels) < self.limits.connection_limit:
-            return True
-        # At the limit: try (handle_accept makes room by dropping an idle connection), but not in a busy
-        # loop while every connection is being served.
-        return now >= self._accept_paused_until
+        return True  # at the limit too: handle_accept makes room by dropping a connection not being served
 
     def maintenance(self, now: float) -> None:
         """Replaced by sweep(): waitress's channel_timeout counts activity, which a trickle defeats."""

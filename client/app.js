@@ -332,6 +332,11 @@ function say(node, text, kind = "") {
 // Worker. The stream needs the token, so each tab hands its token to the worker, and the worker says when
 // the server refused it. A poll fallback when the server refuses the stream (too many live pages) or has
 // none (an API-only process).
+//
+// No gap between what was read and what is streamed: a change committed before the stream subscribed is
+// not in the stream, so the list and the counts are read only once this tab is subscribed (its stream said
+// `hello`, or it joined a worker whose stream is already live), and read again at each new subscription
+// (a reconnect, a new token) if they were read before it.
 
 const live = {
   listeners: [],
@@ -339,9 +344,33 @@ const live = {
   resyncers: [],
   onResync(fn) { this.resyncers.push(fn); },
   fallback: null,
-  connected: false,  // seen live once: a later "hello" is a reconnect, and what changed meanwhile is read again
-  port: null,        // the worker's port (or the dedicated worker itself)
+  subscribed: false,  // this tab receives every change of a stream that is subscribed on the server
+  waiting: [],        // resolvers of whenSubscribed()
+  port: null,         // the worker's port (or the dedicated worker itself)
 };
+
+/** Resolves once this tab receives a subscribed stream's changes, or the page must poll, or after `ms`. */
+function whenSubscribed(ms) {
+  if (live.subscribed || live.fallback) return Promise.resolve();
+  return new Promise((resolve) => {
+    live.waiting.push(resolve);
+    setTimeout(resolve, ms);  // no stream yet (a slow server): read anyway; the subscription reads again
+  });
+}
+
+function stopWaiting() {
+  const waiting = live.waiting;
+  live.waiting = [];
+  waiting.forEach((resolve) => resolve());
+}
+
+/** A new subscription: what was read before it may lack changes committed before it, so read again. */
+function subscribed() {
+  live.subscribed = true;
+  stopPolling();
+  stopWaiting();
+  if (table.read) resyncAll();
+}
 
 function setLive(text, kind) {
   $("live-text").textContent = text;
@@ -351,17 +380,20 @@ function setLive(text, kind) {
 function resyncAll() { live.resyncers.forEach((fn) => fn()); }
 
 function onLive(message) {
-  if (!access.scope) return;  // signed out: this tab shows nothing, live or not
+  if (!access.scope) {  // signed out: this tab shows nothing, live or not, but keeps track of the stream
+    if (message.type === "hello") live.subscribed = true;
+    else if (message.type === "status" || message.type === "poll") live.subscribed = Boolean(message.live);
+    return;
+  }
   switch (message.type) {
     case "status":
       setLive(message.text, message.kind);
-      if (message.live) { live.connected = true; stopPolling(); }
+      // A live status before any hello: this tab joined a worker whose stream was already subscribed;
+      // the worker passes its changes to this tab from now on.
+      if (message.live && !live.subscribed) subscribed();
+      else if (!message.live) live.subscribed = false;
       break;
-    case "hello":
-      stopPolling();
-      if (live.connected) resyncAll();
-      live.connected = true;
-      break;
+    case "hello": subscribed(); break;  // a new subscription (first, reconnect, new token)
     case "changes": {
       let changes;
       try { changes = JSON.parse(message.data); } catch { return; }
@@ -370,7 +402,9 @@ function onLive(message) {
     }
     case "resync": resyncAll(); break;
     case "poll":
+      live.subscribed = false;
       if (!live.fallback) live.fallback = setInterval(resyncAll, 5000);
+      stopWaiting();
       break;
     case "unauthorized": {
       // The worker's token was refused. Another tab's stale token? Then ours may work: hand it over.
@@ -447,8 +481,18 @@ const table = {
   nodes: new Map(),      // id -> <tr>
   cursor: null,          // next_cursor of the last page loaded
   size: PAGE,            // how many rows the person asked to see
-  loading: null,
+  read: false,           // the list was read (or is being read) at least once
+  syncing: Promise.resolve(),  // the last of the reads that change the rows (see serial)
 };
+
+/** Reads that change the rows run one at a time, in order: a list read that answers after a change's row
+ *  was fetched would put the row back as it was before; so changes that arrive during a list read wait
+ *  for it, and are applied after it. */
+function serial(task) {
+  const run = table.syncing.then(task);
+  table.syncing = run.catch(() => {});
+  return run;
+}
 
 function filters() {
   return {
@@ -479,24 +523,28 @@ function listQuery(limit, cursor) {
   return "/events?" + params.toString();
 }
 
-async function refreshList() {
-  const run = (async () => {
-    const { data } = await api("GET", listQuery(Math.min(table.size, 1000)));
-    table.rows = new Map(data.events.map((e) => [e.id, e]));
-    table.cursor = data.next_cursor;
-    renderTable();
-  })();
-  table.loading = run;
-  try { await run; showNotice(""); } catch (err) { if (access.scope) showNotice("Could not load events: " + err.message); }
+async function readList() {
+  table.read = true;
+  const { data } = await api("GET", listQuery(Math.min(table.size, 1000)));
+  table.rows = new Map(data.events.map((e) => [e.id, e]));
+  table.cursor = data.next_cursor;
+  renderTable();
 }
 
-async function loadOlder() {
-  if (!table.cursor) return;
-  const { data } = await api("GET", listQuery(PAGE, table.cursor));
-  for (const e of data.events) table.rows.set(e.id, e);
-  table.cursor = data.next_cursor;
-  table.size = table.rows.size;
-  renderTable();
+async function refreshList() {
+  table.read = true;  // from the moment it is asked for: a subscription meanwhile reads again
+  try { await serial(readList); showNotice(""); } catch (err) { if (access.scope) showNotice("Could not load events: " + err.message); }
+}
+
+function loadOlder() {
+  return serial(async () => {
+    if (!table.cursor) return;
+    const { data } = await api("GET", listQuery(PAGE, table.cursor));
+    for (const e of data.events) table.rows.set(e.id, e);
+    table.cursor = data.next_cursor;
+    table.size = table.rows.size;
+    renderTable();
+  });
 }
 
 function upsert(event) {
@@ -569,16 +617,13 @@ function onChanges(changes) {
   scheduleStats();
 }
 
-let flushing = false;
-
-async function flushChanges() {
+function flushChanges() {
   flushTimer = null;
-  if (flushing) { flushTimer = setTimeout(flushChanges, 50); return; }  // one at a time: answers stay in order
-  flushing = true;
-  try { await flushOnce(); } finally { flushing = false; }
+  serial(flushOnce).catch(() => { /* a row that could not be read is read at the next change or resync */ });
 }
 
 async function flushOnce() {
+  if (!pending.size) return;  // taken by an earlier flush that waited behind the same list read
   const changes = [...pending.values()];
   pending.clear();
   const shown = sortedRows();
@@ -592,7 +637,7 @@ async function flushOnce() {
     const couldShow = (!f.state || change.state === f.state) && (change.id > newest || !full);
     if (known || couldShow) wanted.push(change.id);
   }
-  if (wanted.length > 25) { await refreshList(); refreshDetailIf(changes); return; }
+  if (wanted.length > 25) { await readList(); refreshDetailIf(changes); return; }  // already in serial()
   const results = await Promise.allSettled(wanted.map((id) => api("GET", `/events/${id}`)));
   results.forEach((result, i) => {
     if (result.status === "fulfilled") upsert(result.value.data);
@@ -603,21 +648,36 @@ async function flushOnce() {
 }
 
 // Counts and chart: read at most once a second while things change, and every 30 s anyway.
+// One read at a time: two in flight could answer out of order, and the older answer, shown last, would
+// stay until the next change. Asked for during a read, it is read once more right after.
 let statsTimer = null;
 let statsLast = 0;
+let statsRunning = null;  // the read in flight
+let statsAgain = false;   // asked for while it was in flight
 function scheduleStats() {
   if (statsTimer) return;
   const wait = Math.max(0, 1000 - (Date.now() - statsLast));
   statsTimer = setTimeout(() => { statsTimer = null; loadStats(); }, wait);
 }
 
-async function loadStats() {
-  statsLast = Date.now();
-  try {
-    const { data } = await api("GET", "/stats");
-    renderCounts(data.counts);
-    renderChart(data.per_minute, data.now);
-  } catch (err) { /* the table shows the error; counts wait for the next round */ }
+function loadStats() {
+  if (statsRunning) { statsAgain = true; return statsRunning; }
+  statsRunning = (async () => {
+    try {
+      do {
+        statsAgain = false;
+        statsLast = Date.now();
+        try {
+          const { data } = await api("GET", "/stats");
+          renderCounts(data.counts);
+          renderChart(data.per_minute, data.now);
+        } catch (err) { /* the table shows the error; counts wait for the next round */ }
+      } while (statsAgain && access.scope);
+    } finally {
+      statsRunning = null;
+    }
+  })();
+  return statsRunning;
 }
 
 function renderCounts(counts) {
@@ -1274,10 +1334,14 @@ async function signedIn(changed = true) {
   editCallback(null);
   route();
   deskAccess();
+  connectLive();  // subscribe first, then read: nothing committed in between is missed
   try { await loadCallbacks(); } catch (err) { showNotice("Could not load callbacks: " + err.message); }
+  await whenSubscribed(3000);
+  // A new chain of reads: one of the old chain may be waiting for this very sign-in (a 401 asks for a
+  // token, then sends the request again), and would never let this list read through.
+  table.syncing = Promise.resolve();
   await refreshList();
   loadStats();
-  connectLive();
   document.body.dataset.ready = "true";
 }
 

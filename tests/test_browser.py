@@ -701,3 +701,116 @@ def test_a_tab_without_shared_worker_runs_its_own_stream_with_the_token(start_ap
     event = as_admin(app, "POST", "/events", json={"callback": "Addition", "scheduled_for": "2031-05-01T12:00:00Z"})
     page.wait_for_selector(f"tr[data-id='{event['id']}'][data-state='scheduled']", timeout=2000)
     assert not watched.errors, watched.errors
+
+
+# -- what the page shows follows the database: no gap at load, counts that catch up -----------------
+
+def pump_until(page, predicate, timeout: float, message: str):
+    """Wait for a Python-side condition while Playwright delivers the page's events (route handlers run)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        page.wait_for_timeout(20)
+
+
+def test_an_event_created_while_the_page_reads_its_list_is_shown_without_a_reload(start_app, context):
+    """The page's list is read at one moment and its live stream starts at another: a change committed in
+    between must still reach the table, for the first tab (its own new stream) and for a second one
+    (joining the stream another tab opened)."""
+    app = start_app(**APP_ENV)
+    far = {"callback": "Addition", "payload": {"x": 1, "y": 1}, "scheduled_for": "2031-05-01T12:00:00Z"}
+    before = requests.post(app.url + "/events", json=far).json()
+    for name in ("first", "second"):
+        page = context.new_page()
+        watched = Watched(page)
+        held: list = []  # (route, response) of the page's first list request
+
+        def hold_first_listing(route) -> None:
+            if held:
+                route.fallback()
+                return
+            held.append((route, route.fetch()))  # the server has read the list: the new event is not in it
+
+        page.route(lambda url: "/events?" in url, hold_first_listing)
+        page.goto(app.url + "/")
+        pump_until(page, lambda: held, 10, f"the {name} tab's list request")
+        created = requests.post(app.url + "/events", json=far).json()
+        route, response = held[0]
+        route.fulfill(response=response)
+        # The list has landed (the older event is shown) and the new event is there too, and stays.
+        page.wait_for_selector(f"tr[data-id='{before['id']}']", timeout=5000)
+        page.wait_for_selector(f"tr[data-id='{created['id']}'][data-state='scheduled']", timeout=5000)
+        assert page.locator(f"tr[data-id='{before['id']}']").count() == 1
+        assert not watched.errors, watched.errors
+        before = created
+
+
+def shown_counts(page) -> dict[str, int]:
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#counts [data-state]')]
+        .map((chip) => [chip.dataset.state, Number(chip.querySelector('.chip-n').textContent.replace(/\\D/g, ''))]))""")
+
+
+def stored_counts(db_url: str) -> dict[str, int]:
+    counts = {state: 0 for state in ("scheduled", "running", "finished", "failed", "cancelled")}
+    counts.update({row["state"]: row["n"] for row in sql(db_url, "SELECT state, count(*) AS n FROM events GROUP BY state")})
+    counts["all"] = sum(counts.values())
+    return counts
+
+
+# Counts how many GET /stats the page has waiting for an answer at once (the most ever), from the page's side.
+COUNT_STATS_READS = """(() => {
+  const fetch = window.fetch;
+  window.__statsOpen = 0; window.__statsMostOpen = 0;
+  window.fetch = function (input, init) {
+    if (!String(input).endsWith("/stats")) return fetch.call(this, input, init);
+    window.__statsMostOpen = Math.max(window.__statsMostOpen, ++window.__statsOpen);
+    return fetch.call(this, input, init).finally(() => { window.__statsOpen -= 1; });
+  };
+})();"""
+
+
+def test_the_counts_follow_a_burst_that_runs_while_they_are_read_one_read_at_a_time(start_app, context, db_url):
+    """The counts are read (GET /stats) while a burst changes the table: the answer on its way is already
+    old. A newer read must wait for it (not overtake it, or the old answer, shown last, stays until the
+    next change), and what is shown in the end equals the database, without a reload."""
+    app = start_app(**APP_ENV)
+    page = context.new_page()
+    watched = Watched(page)
+    page.add_init_script(COUNT_STATS_READS)
+    page.clock.install()  # time runs, and the test can make the page's timers (the 1 s throttle) fire now
+    held: list = []  # (route, response) of the page's first /stats request
+
+    def hold_first_stats(route) -> None:
+        if held:
+            route.fallback()
+        else:
+            held.append((route, route.fetch()))  # read now: the burst below is not in it
+
+    page.route(lambda url: url.endswith("/stats"), hold_first_stats)
+    page.goto(app.url + "/")
+    pump_until(page, lambda: held, 10, "the page's first /stats request")
+    page.wait_for_selector("#live.on")
+    due = [{"callback": "Addition", "payload": {"x": n, "y": 1}} for n in range(150)]
+    later = [{"callback": "Addition", "payload": {"x": n, "y": 2}, "scheduled_for": "2031-05-01T12:00:00Z"}
+             for n in range(40)]
+    waiting: list[int] = []
+    for chunk in (due[:50], later[:20], due[50:100], later[20:], due[100:]):
+        answer = requests.post(app.url + "/events/batch", json={"events": chunk})
+        assert answer.status_code == 201
+        waiting += [e["id"] for e in answer.json()["events"] if e["scheduled_for"].startswith("2031")]
+    for event_id in waiting[:15]:
+        assert requests.post(f"{app.url}/events/{event_id}/cancel").ok
+    wait_for(lambda: stored_counts(db_url)["finished"] == 150, 20, message="the burst to run")
+    expected = stored_counts(db_url)
+    assert expected["cancelled"] == 15 and expected["scheduled"] == 25
+    page.wait_for_selector("#events-body tr")  # the page has been told of the burst ...
+    page.clock.run_for(2000)  # ... and its throttled reads of the counts are due: the old answer is still out
+    assert page.evaluate("window.__statsMostOpen") == 1, "a second read of the counts overtook the first"
+    route, response = held[0]
+    route.fulfill(response=response)
+    deadline = time.monotonic() + 5
+    while shown_counts(page) != expected and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert shown_counts(page) == expected
+    assert not watched.errors, watched.errors
