@@ -17,11 +17,11 @@ import psycopg2
 from flask_openapi3 import Info, OpenAPI
 
 import audit
+from bridge.producer import Producer
+from bridge.service import Bridge
 from config import Settings
 from controllers.access import Access
 from db import Database, database_url_from, redact
-from bridge.producer import Producer
-from bridge.service import Bridge
 from engine import Engine
 from engine.kinds import Kinds
 from engine.kinds import python as python_handlers

@@ -6,9 +6,9 @@ import logging
 import logging.handlers
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
 # The fixed vocabulary of `action`: tests and log readers may rely on these words.
@@ -142,7 +142,9 @@ def record(action: str, event: Any, **fields: Any) -> None:
     Inside `batch()` the line waits for the end of the batch; otherwise it is written at once.
     """
     assert action in ACTIONS, action
-    get = event.get if isinstance(event, dict) else lambda name: getattr(event, name, None)
+    def get(name: str) -> Any:
+        return event.get(name) if isinstance(event, dict) else getattr(event, name, None)
+
     line: dict[str, Any] = {
         "time": datetime.now(timezone.utc).isoformat(),
         "action": action,

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import psycopg2
-import psycopg2.extensions
 import psycopg2.errors
+import psycopg2.extensions
 
 from errors import Conflict, Unavailable
 
@@ -55,7 +55,7 @@ def start_embedded(data_dir: str) -> str:
 
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(path), cleanup_mode="stop")
+    server = pgserver.get_server(str(path), cleanup_mode="stop")  # type: ignore[attr-defined]
     log.info("embedded PostgreSQL running in %s", path)
     return server.get_uri()
 
@@ -68,7 +68,7 @@ class _Pool:
     keeps up to `size` idle connections, and drops broken ones.
     """
 
-    def __init__(self, connect: Any, size: int) -> None:
+    def __init__(self, connect: Callable[[], psycopg2.extensions.connection], size: int) -> None:
         self._connect = connect
         self._idle: list[psycopg2.extensions.connection] = []
         self._lock = threading.Lock()
@@ -111,7 +111,17 @@ class DictCursor(psycopg2.extensions.cursor):
     """
 
     def _names(self) -> list[str]:
-        return [column.name for column in self.description]
+        return [column.name for column in self.description or ()]
+
+    def one(self) -> dict[str, Any]:
+        """The row a statement always returns (a count, RETURNING of a row it just wrote).
+
+        :raise LookupError: when there is none: a bug, not a client's error.
+        """
+        row = self.fetchone()
+        if row is None:
+            raise LookupError("the statement returned no row")
+        return row
 
     def fetchone(self) -> dict[str, Any] | None:  # type: ignore[override]
         row = super().fetchone()
@@ -127,7 +137,7 @@ class DictCursor(psycopg2.extensions.cursor):
         names = self._names() if rows else []
         return [dict(zip(names, row)) for row in rows]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
         return iter(self.fetchall())
 
 
@@ -164,7 +174,7 @@ class Database:
         return conn
 
     @contextmanager
-    def transaction(self, autocommit: bool = False) -> Iterator[psycopg2.extensions.cursor]:
+    def transaction(self, autocommit: bool = False) -> Iterator[DictCursor]:
         """A cursor inside one transaction: committed on success, rolled back on any error.
 
         autocommit=True makes each statement its own transaction, one round trip instead of three
@@ -212,7 +222,7 @@ class Database:
                 self._pool.put(conn, broken)
             self._slots.release()
 
-    def query(self, sql: str, params: Any = None) -> list[dict]:
+    def query(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
         """Run one statement as its own transaction; its rows, if it returns any."""
         with self.transaction(autocommit=True) as cur:
             cur.execute(sql, params)
@@ -253,7 +263,7 @@ class Database:
             cur.execute("SELECT version FROM schema_migrations")
             done = {row["version"] for row in cur.fetchall()}
             cur.execute("SELECT to_regclass('events') IS NOT NULL AS exists")
-            if not done and not cur.fetchone()["exists"]:
+            if not done and not cur.one()["exists"]:
                 cur.execute(SCHEMA_PATH.read_text())
                 applied = [(version, name) for version, name, _ in migrations]
                 log.info("schema created (version %s)", migrations[-1][0] if migrations else 0)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -35,7 +35,7 @@ class _StateCollector(Collector):
 class _BridgeCollector(Collector):
     """The Kafka bridge's state, read from it at scrape time."""
 
-    def __init__(self, health: Callable[[], dict]) -> None:
+    def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
         self._health = health
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -82,7 +82,7 @@ class Metrics:
     def watch_states(self, count_by_state: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_StateCollector(count_by_state))
 
-    def watch_bridge(self, health: Callable[[], dict]) -> None:
+    def watch_bridge(self, health: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(_BridgeCollector(health))
 
     def render(self) -> bytes:

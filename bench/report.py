@@ -214,7 +214,7 @@ def write(path: Path, summary: dict[str, Any], info: dict[str, Any], chart: Opti
         + " (other sessions' tests share these 2 cores; the machine has no idle baseline)",
         f"- PostgreSQL {info['pg_version']} on loopback, "
         + ", ".join(f"{k}={v}" for k, v in sorted(info["pg_settings"].items())) + f"; {info['pgbench']}",
-        f"- Punctual: `python app.py`, defaults: " + ", ".join(f"{k}={v}" for k, v in info["defaults"].items()),
+        "- Punctual: `python app.py`, defaults: " + ", ".join(f"{k}={v}" for k, v in info["defaults"].items()),
         *settings_lines(info),
         "",
     ]

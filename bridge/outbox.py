@@ -58,7 +58,7 @@ class OutboxRelay(Role):
         """Publish up to one batch; returns how many rows were sent."""
         with self.db.transaction() as cur:
             cur.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (RELAY_LOCK_KEY,))
-            if not cur.fetchone()["mine"]:
+            if not cur.one()["mine"]:
                 return 0  # another instance is relaying
             cur.execute("SELECT id, event_id, body FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT %s", (BATCH,))
             rows = cur.fetchall()
@@ -73,6 +73,6 @@ class OutboxRelay(Role):
             cur.execute(
                 "DELETE FROM outbox WHERE sent_at < now() - %s * interval '1 hour'", (self.retention_hours,))
             cur.execute("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
-            self.pending = cur.fetchone()["n"]
+            self.pending = cur.one()["n"]
         self.sent += len(rows)
         return len(rows)

@@ -70,7 +70,8 @@ class Producer:
             self._reset(exc)
             raise KafkaError(f"{type(exc).__name__}: {exc}") from exc
 
-    def send(self, topic: str, value: Optional[bytes], key: Optional[bytes] = None, headers: Headers | None = None) -> Any:
+    def send(self, topic: str, value: Optional[bytes], key: Optional[bytes] = None,
+             headers: Headers | None = None) -> Any:
         return self.send_many([(topic, key, value, headers or [])])[0]
 
     def send_for_api(self, topic: str, value: bytes, key: Optional[bytes] = None) -> Any:

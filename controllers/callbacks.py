@@ -161,7 +161,7 @@ def update_callback(db: Database, settings: Settings, callback_id: int, data: Ca
                 (merged["name"], merged["kind"], merged["target"], Json(merged["config"]),
                  merged["max_attempts"], merged["timeout_seconds"], secret, callback_id),
             )
-            return public(cur.fetchone(), shown)
+            return public(cur.one(), shown)
     except psycopg2.errors.UniqueViolation:
         raise Conflict(f"a callback named {changes.get('name')!r} already exists", {"field": "name"}) from None
 
@@ -182,7 +182,7 @@ def rotate_secret(db: Database, callback_id: int) -> dict[str, Any]:
         secret = new_secret()
         cur.execute(f"UPDATE callbacks SET signing_secret = %s, updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
                     (secret, callback_id))
-        rotated = cur.fetchone()
+        rotated = cur.one()
     log.info("signing secret of callback %s (%s) rotated", callback_id, rotated["name"])
     return public(rotated, secret)
 
@@ -206,7 +206,7 @@ def delete_callback(db: Database, callback_id: int) -> None:
                FROM events WHERE callback_id = %s""",
             (callback_id,),
         )
-        counts = cur.fetchone()
+        counts = cur.one()
         if counts["events"]:
             raise Conflict(
                 f"callback {callback_id} has {counts['events']} events ({counts['pending']} scheduled or running); "

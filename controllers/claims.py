@@ -64,12 +64,13 @@ def claim(db: Database, worker: str, callback: Optional[str] = None,
         if row is None:
             return None
         cur.execute(f"{SELECT} WHERE e.id = %s", (row["id"],))
-        event = cur.fetchone()
+        event = cur.one()
     audit.record("attempt_started", event, worker=worker, lease_until=event["lease_until"])
     return {**event, "lease_token": lease_token}
 
 
-def _held(db: Database, event_id: int, worker: str, lease_token: str, sql: str, params: tuple) -> dict[str, Any]:
+def _held(db: Database, event_id: int, worker: str, lease_token: str, sql: str,
+          params: tuple[Any, ...]) -> dict[str, Any]:
     """Run a change that only the current, unexpired holder may make; 404/409 otherwise."""
     with db.transaction() as cur:
         cur.execute(sql, params)
@@ -87,7 +88,7 @@ def _held(db: Database, event_id: int, worker: str, lease_token: str, sql: str, 
                                {"state": "running"})
             raise Conflict(f"the lease of {worker!r} on event {event_id} has expired", {"state": "running"})
         cur.execute(f"{SELECT} WHERE e.id = %s", (event_id,))
-        return cur.fetchone()
+        return cur.one()
 
 
 _HOLDER = "id = %s AND state = 'running' AND worker = %s AND lease_token = %s AND lease_until >= now()"

@@ -9,7 +9,7 @@ import psycopg2.errors
 from psycopg2.extras import Json
 
 import audit
-from db import Database
+from db import Database, DictCursor
 from errors import Conflict, Invalid, NotFound
 from schemas import EventCreate, EventQuery, EventUpdate
 
@@ -28,7 +28,7 @@ def _is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _resolve_callbacks(cur, refs: Iterable[int | str]) -> dict[int | str, dict[str, Any]]:
+def _resolve_callbacks(cur: DictCursor, refs: Iterable[int | str]) -> dict[int | str, dict[str, Any]]:
     """Map each reference (a name, or an id) to its callback row.
 
     :raise Invalid: naming the references that match no callback.
@@ -72,7 +72,7 @@ _INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority,
               RETURNING callback_id, {", ".join(_COLUMNS)}"""
 
 
-def insert_events(cur: Any, items: list[EventCreate], source: str) -> list[tuple[dict[str, Any], bool]]:
+def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> list[tuple[dict[str, Any], bool]]:
     """Insert the events in one statement, in the caller's transaction (`cur`); a repeated idempotency_key
     yields the first event instead. Returns (event, created) pairs, in the order of `items`.
 
@@ -135,7 +135,7 @@ def _fingerprint(item: EventCreate, callback_id: int) -> str:
     return hashlib.sha256(json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _refuse_a_different_body(cur, items: list[EventCreate], chosen: list[dict[str, Any]],
+def _refuse_a_different_body(cur: DictCursor, items: list[EventCreate], chosen: list[dict[str, Any]],
                              replayed: list[str]) -> None:
     """:raise Conflict: when a replayed key was first used with another body (the caller's transaction rolls
     back, so a batch that holds such a key creates nothing)."""
@@ -151,7 +151,7 @@ def _refuse_a_different_body(cur, items: list[EventCreate], chosen: list[dict[st
                            {"idempotency_key": item.idempotency_key, "event_id": first["id"]})
 
 
-def _event_row(values: tuple, names: dict[int, str]) -> dict[str, Any]:
+def _event_row(values: tuple[Any, ...], names: dict[int, str]) -> dict[str, Any]:
     """A RETURNING tuple (callback_id, *_COLUMNS) as the dict SELECT gives: the same keys, in the same order."""
     row = {"id": values[1], "callback": names[values[0]]}
     row.update(zip(_COLUMNS[1:], values[2:]))
@@ -204,7 +204,8 @@ def get_event(db: Database, event_id: int, with_history: bool = True) -> dict[st
 
 def list_events(db: Database, query: EventQuery) -> dict[str, Any]:
     """Newest first by default; `cursor` is the last id of the previous page (keyset pagination)."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if query.state:
         where.append("e.state = %s")
         params.append(query.state)
@@ -233,7 +234,7 @@ def list_events(db: Database, query: EventQuery) -> dict[str, Any]:
     return {"events": rows, "next_cursor": rows[-1]["id"] if more else None}
 
 
-def _transition(db: Database, event_id: int, sql: str, params: tuple, allowed: str) -> dict[str, Any]:
+def _transition(db: Database, event_id: int, sql: str, params: tuple[Any, ...], allowed: str) -> dict[str, Any]:
     """Run an UPDATE guarded by the current state, telling 404 from 409 when it matches no row."""
     with db.transaction() as cur:
         cur.execute(sql, params)
@@ -246,7 +247,7 @@ def _transition(db: Database, event_id: int, sql: str, params: tuple, allowed: s
             raise Conflict(f"event {event_id} is {current['state']}; only {allowed} events allow this",
                            {"state": current["state"]})
         cur.execute(f"{SELECT} WHERE e.id = %s", (event_id,))
-        return cur.fetchone()
+        return cur.one()
 
 
 def update_event(db: Database, event_id: int, data: EventUpdate) -> dict[str, Any]:

@@ -121,7 +121,7 @@ class Listener(Role):
             self._connect()
             return
         conn = self._conn
-        readable, _, _ = select.select([conn, self._wake_r], [], [], self.timeout)
+        readable, _, _ = select.select([conn.fileno(), self._wake_r], [], [], self.timeout)
         if self.stopping:
             return
         if readable:

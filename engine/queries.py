@@ -152,7 +152,7 @@ def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> 
 def retry_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter in its upper half: retries of a burst spread out."""
     ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))
-    return ceiling * random.uniform(0.5, 1.0)
+    return float(ceiling * random.uniform(0.5, 1.0))
 
 
 @dataclass(frozen=True)

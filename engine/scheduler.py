@@ -47,7 +47,7 @@ class Scheduler:
 
     @property
     def running(self) -> bool:
-        return self._aps.running
+        return bool(self._aps.running)
 
     @property
     def armed_count(self) -> int:

@@ -57,8 +57,8 @@ class Blueprint(APIBlueprint):
 if TYPE_CHECKING:
     from bridge.service import Bridge
     from controllers.access import Access
-    from streams import Broadcaster
     from engine import Engine
+    from streams import Broadcaster
 
 
 @dataclass

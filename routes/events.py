@@ -5,8 +5,17 @@ from flask_openapi3 import Tag
 
 from controllers import events
 from routes import ERRORS, Blueprint, answer, needs, services
-from schemas import (Event, EventBatch, EventBatchResult, EventCreate, EventDetail, EventList,
-                     EventPath, EventQuery, EventUpdate)
+from schemas import (
+    Event,
+    EventBatch,
+    EventBatchResult,
+    EventCreate,
+    EventDetail,
+    EventList,
+    EventPath,
+    EventQuery,
+    EventUpdate,
+)
 
 tag = Tag(name="events", description="Scheduled runs of callbacks")
 bp = Blueprint("events", __name__, abp_tags=[tag], abp_responses=ERRORS)

@@ -36,7 +36,8 @@ def broadcaster() -> Optional[streams.Broadcaster]:
 
 @bp.get("/stream", responses={200: {"description": "text/event-stream: `hello`, then `changes` (a JSON list of "
                                                    "{id, state, scheduled_for}; state null = deleted), `resync` "
-                                                   "(read everything again), `bye` (the server stops) and `unavailable` (an "
+                                                   "(read everything again), `bye` (the server stops) and "
+                                                   "`unavailable` (an "
                                                    "API-only process: poll instead) messages; a comment every 15 s",
                                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
         security=needs("read"))

@@ -18,10 +18,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import audit  # noqa: E402
+import tests.handlers  # noqa: E402,F401 - registers the test handlers in this process too
 from config import Settings  # noqa: E402
 from db import Database  # noqa: E402
 from tests.helpers import AppProcess, free_port  # noqa: E402
-import tests.handlers  # noqa: E402,F401 - registers the test handlers in this process too
 
 SIDE_TABLES = """
 CREATE TABLE IF NOT EXISTS executions (

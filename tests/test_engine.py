@@ -11,9 +11,8 @@ from typing import Any
 import psycopg2
 from psycopg2.extras import Json
 
-from engine import queries
+from engine import Engine, queries
 from engine.queries import Change
-from engine import Engine
 from metrics import Metrics
 from tests.helpers import running_engine, sql, wait_for
 
@@ -242,7 +241,7 @@ def test_a_flaky_callback_succeeds_on_its_third_attempt_with_each_attempt_in_his
     assert 0.19 <= delays[1] <= 0.41, delays  # doubled
     assert delays[1] > delays[0]
     starts = [h["at"] for h in steps if h["state"] == "running"]
-    for failed, run_at, started in zip(failures, next_runs, starts[1:]):
+    for _failed, run_at, started in zip(failures, next_runs, starts[1:]):
         assert started >= run_at, "a retry started before its backoff ran out"
 
 

@@ -21,7 +21,6 @@ import requests
 from tests.conftest import ROOT
 from tests.helpers import AppProcess, sql, wait_for
 
-
 # -- helpers ----------------------------------------------------------------------------
 
 

@@ -166,7 +166,7 @@ def bypasses(port: int) -> list[str]:
         "file:///etc/passwd",
         f"gopher://127.0.0.1:{port}/",
         f"http:/127.0.0.1:{port}/",
-        f"http://127.0.0.1:0/",
+        "http://127.0.0.1:0/",
     ]
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from tests.faults.conftest import (api, assert_every_attempt_recorded_once, at, count, record_figure, soak)
+from tests.faults.conftest import api, assert_every_attempt_recorded_once, at, count, record_figure, soak
 from tests.helpers import sql, wait_for
 
 OUTAGE_SECONDS = soak(8.0, 30.0)

@@ -10,7 +10,8 @@ import time
 
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings as hsettings
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hsettings
 
 from tests.faults.conftest import SOAK, count, record_figure, soak
 from tests.helpers import sql, wait_for

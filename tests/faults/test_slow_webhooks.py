@@ -6,7 +6,6 @@ others is measured from the instant their handler really ran (database clock).
 """
 from __future__ import annotations
 
-
 from tests.faults.conftest import api, at, count, record_figure
 from tests.helpers import sql, wait_for
 
