@@ -1,15 +1,30 @@
-"""Health, metrics, the OpenAPI document and the web client."""
+"""Health, metrics, the OpenAPI document, its reference page (/docs) and the web client."""
 from __future__ import annotations
 
+from importlib import util
 from pathlib import Path
+from typing import Optional
 
 from flask import Response, current_app, g, send_from_directory
 from flask_openapi3 import Tag
 
+from errors import Unavailable
 from routes import PUBLIC, Blueprint, answer, needs, services
 from schemas import ErrorBody, Health, WhoAmI
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+
+
+def _swagger_ui_dir() -> Optional[Path]:
+    """Swagger UI's script and style sheet as the flask-openapi3-swagger package ships them (requirements.txt),
+    served from here: the reference page loads nothing from a CDN. None when the package is not installed."""
+    spec = util.find_spec("flask_openapi3_swagger")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "templates" / "swagger"
+
+
+SWAGGER_UI_DIR = _swagger_ui_dir()
 
 tag = Tag(name="system", description="Health, metrics, this document")
 bp = Blueprint("system", __name__, abp_tags=[tag],
@@ -65,8 +80,8 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
                            "frame-ancestors 'none'")
 
 
-def _client_file(name: str, mimetype: str):
-    response = send_from_directory(CLIENT_DIR, name, mimetype=mimetype, max_age=0)
+def _client_file(name: str, mimetype: str, folder: Path = CLIENT_DIR):
+    response = send_from_directory(folder, name, mimetype=mimetype, max_age=0)
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -103,3 +118,57 @@ def client_worker():
 def client_style():
     """The web client's style sheet."""
     return _client_file("app.css", "text/css")
+
+
+# The API reference page: Swagger UI (from the flask-openapi3-swagger package) started by docs.js, which sends
+# the tab's token with every request to this server. flask-openapi3's own UI route (doc_ui) stays off: its
+# page starts Swagger UI with an inline script, and its routes would sit outside the access declarations.
+# The page and its files are public like the web client's; what it reads, /openapi.json, needs `read`.
+
+def _swagger_file(name: str, mimetype: str):
+    if SWAGGER_UI_DIR is None:
+        raise Unavailable("the API reference page needs the flask-openapi3-swagger package: "
+                          "pip install -r requirements.txt")
+    return _client_file(name, mimetype, SWAGGER_UI_DIR)
+
+
+@bp.get("/docs", responses={200: {"description": "The API reference page: Swagger UI reading /openapi.json",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
+def docs():
+    """The API reference page: every operation of /openapi.json, with "Try it out" (sends the tab's token)."""
+    return _client_file("docs.html", "text/html")
+
+
+@bp.get("/docs.js", responses={200: {"description": "The reference page's start-up script",
+                                     "content": {"text/javascript": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
+def docs_script():
+    """The reference page's script: asks for a token when the server needs one, then starts Swagger UI."""
+    return _client_file("docs.js", "text/javascript")
+
+
+@bp.get("/docs.css", responses={200: {"description": "The reference page's style sheet",
+                                      "content": {"text/css": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
+def docs_style():
+    """The reference page's own style sheet (its header and token form)."""
+    return _client_file("docs.css", "text/css")
+
+
+@bp.get("/docs/swagger-ui-bundle.js",
+        responses={200: {"description": "Swagger UI's script, as flask-openapi3-swagger ships it",
+                         "content": {"text/javascript": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
+def swagger_ui_script():
+    """Swagger UI's script (served from the installed flask-openapi3-swagger package)."""
+    return _swagger_file("js/swagger-ui-bundle.js", "text/javascript")
+
+
+@bp.get("/docs/swagger-ui.css",
+        responses={200: {"description": "Swagger UI's style sheet, as flask-openapi3-swagger ships it",
+                         "content": {"text/css": {"schema": {"type": "string"}}}}},
+        security=PUBLIC)
+def swagger_ui_style():
+    """Swagger UI's style sheet (served from the installed flask-openapi3-swagger package)."""
+    return _swagger_file("css/swagger-ui.css", "text/css")

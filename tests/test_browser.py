@@ -814,3 +814,47 @@ def test_the_counts_follow_a_burst_that_runs_while_they_are_read_one_read_at_a_t
         page.wait_for_timeout(50)
     assert shown_counts(page) == expected
     assert not watched.errors, watched.errors
+
+
+def test_the_api_docs_page_lists_every_operation_with_the_tabs_token_and_tries_one_out(start_app, strict_context,
+                                                                                       db_url):
+    """/docs under its own policy (strict_context): reached from the web page's header, it reads /openapi.json
+    with the token the tab already holds, lists the operations, and "Try it out" sends the token too."""
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    token = add_token(db_url, "rita", "read")
+    watched = tab(strict_context, app.url + "/", token)
+    page = watched.page
+    page.wait_for_selector("#who:not([hidden])")
+    page.click("a[href='/docs']")  # the header's link, in this tab: same sessionStorage, same token
+    page.wait_for_selector("body[data-state='reference'][data-ready='true']")
+    page.wait_for_selector(".opblock")
+    listed = set(page.locator(".opblock-summary-path").all_inner_texts())
+    assert {"/events", "/events/{event_id}", "/callbacks", "/whoami", "/health"} <= {p.strip() for p in listed}
+    assert page.text_content("#who-name") == "rita" and page.text_content("#who-scope") == "read"
+
+    whoami = page.locator(".opblock", has=page.locator(".opblock-summary-path", has_text="/whoami"))
+    whoami.locator(".opblock-summary").click()
+    whoami.locator(".try-out__btn").click()
+    whoami.locator(".execute").click()
+    status = whoami.locator(".live-responses-table .response .response-col_status")
+    status.wait_for()
+    assert status.inner_text().strip() == "200"
+    assert '"name": "rita"' in whoami.locator(".live-responses-table .response .microlight").first.inner_text()
+    screenshot(page, "api-docs")
+
+    # Everything came from this server; the policy refused nothing (a violation is a console error).
+    assert all(r.split(" ", 1)[1].startswith(app.url) for r in watched.requests), watched.requests
+    assert not watched.errors, watched.errors
+
+    # A tab without a token is asked for one on the page, and a refused one is said so.
+    other = Watched(strict_context.new_page())
+    other.page.goto(app.url + "/docs")
+    other.page.wait_for_selector("body[data-state='token']")
+    assert other.page.locator(".opblock").count() == 0
+    other.page.fill("#token", "not-the-token")
+    other.page.press("#token", "Enter")
+    other.page.wait_for_selector("#token-error:not([hidden])")
+    other.page.fill("#token", token)
+    other.page.press("#token", "Enter")
+    other.page.wait_for_selector(".opblock")
+    assert all("status of 401" in e for e in other.errors), other.errors

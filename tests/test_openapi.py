@@ -12,6 +12,8 @@ import schemas
 from tests.helpers import free_port
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
+# The API reference page and its files: public like the web client's own (what it reads, /openapi.json, is not).
+DOCS_PAGE_FILES = ("/docs", "/docs.js", "/docs.css", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css")
 FAR = "2999-01-01T00:00:00+00:00"
 
 
@@ -124,7 +126,7 @@ def test_errors_are_documented_as_the_error_body_and_writes_as_needing_the_token
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, status, schema)
             # Every operation shows what it needs: a scope, or nothing for /health and the page's own files.
-            public = path in ("/health", "/", "/app.js", "/app.css", "/live-worker.js")
+            public = path in ("/health", "/", "/app.js", "/app.css", "/live-worker.js", *DOCS_PAGE_FILES)
             security = operation.get("security")
             if public:
                 assert security == [{}], (path, method, security)
