@@ -66,7 +66,10 @@ CREATE TABLE events (
     -- What the request that made a keyed event asked for (SHA-256 of its canonical JSON): a later request
     -- with the same key but another body is refused (409) instead of silently answered with an event it did
     -- not ask for. NULL for events made before this column existed: those replay as before.
-    idempotency_fingerprint text
+    idempotency_fingerprint text,
+    -- The schedule an occurrence's event was made by (DESIGN.md "Schedules"); NULL for other events and
+    -- after its schedule was deleted (the events stay: their history is audit data).
+    schedule_id     bigint   -- references schedules (id) ON DELETE SET NULL, added below with the table
 );
 
 -- The claim reads due rows in time order; the partial index stays small however many
@@ -250,6 +253,39 @@ CREATE TABLE punctual_flags (
     name   text PRIMARY KEY,
     set_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Schedules (DESIGN.md "Schedules"): a schedule makes an ordinary event of its callback at each occurrence of
+-- its rule; the event carries schedule_id, source 'schedule' and idempotency_key 'schedule:<id>:<instant>', whose
+-- unique index makes each occurrence exactly once however many instances run or restart.
+CREATE TABLE schedules (
+    id             bigserial PRIMARY KEY,
+    name           text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 200),
+    callback_id    bigint NOT NULL REFERENCES callbacks (id) ON DELETE RESTRICT,
+    payload        jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(payload) = 'object'),
+    priority       integer NOT NULL DEFAULT 0,
+    max_attempts   integer CHECK (max_attempts BETWEEN 1 AND 100),      -- NULL: the callback's
+    cron           text,                                                 -- 5 fields, or 6 with seconds first
+    every_seconds  double precision CHECK (every_seconds >= 1),
+    timezone       text NOT NULL DEFAULT 'UTC',                          -- IANA name the cron is read in
+    start_at       timestamptz,
+    end_at         timestamptz,
+    catch_up       text NOT NULL DEFAULT 'skip' CHECK (catch_up IN ('skip', 'latest', 'all')),
+    catch_up_limit integer NOT NULL DEFAULT 100 CHECK (catch_up_limit BETWEEN 1 AND 10000),
+    overlap        text NOT NULL DEFAULT 'allow' CHECK (overlap IN ('allow', 'skip')),
+    paused         boolean NOT NULL DEFAULT false,
+    -- The newest instant already dealt with (an occurrence made, skipped or caught up): the next occurrence
+    -- is the rule's first instant after it. Moved in the same transaction as the events it made.
+    made_until     timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    CHECK ((cron IS NULL) <> (every_seconds IS NULL)),
+    CHECK (end_at IS NULL OR start_at IS NULL OR end_at > start_at)
+);
+-- The schedule role looks only at schedules whose next occurrence is (nearly) due.
+CREATE INDEX schedules_due_idx ON schedules (made_until) WHERE NOT paused;
+ALTER TABLE events ADD CONSTRAINT events_schedule_id_fkey
+    FOREIGN KEY (schedule_id) REFERENCES schedules (id) ON DELETE SET NULL;
+CREATE INDEX events_schedule_idx ON events (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL;
 
 -- API tokens (DESIGN.md "Access"): made with `python app.py tokens add NAME --scope SCOPE`, which prints the
 -- secret once. Only its SHA-256 is kept: the secret is 32 random bytes, so a fast hash is enough (nothing to

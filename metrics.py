@@ -78,6 +78,19 @@ class Metrics:
                                      registry=self.registry)
         self.http_requests = Counter("punctual_http_requests", "HTTP requests answered, by status class",
                                      ["status"], registry=self.registry)
+        # Schedules, per schedule name: how late each occurrence started after its instant, and what became of
+        # the occurrences (made ahead, skipped by a policy, made by a catch-up).
+        self.schedule_lateness = Histogram("punctual_schedule_lateness_seconds",
+                                           "Occurrence instant to the start of its attempt", ["schedule"],
+                                           buckets=_LATENESS_BUCKETS, registry=self.registry)
+        self.schedule_made = Counter("punctual_schedule_occurrences_made", "Occurrences made ahead, per schedule",
+                                     ["schedule"], registry=self.registry)
+        self.schedule_skipped = Counter("punctual_schedule_occurrences_skipped",
+                                        "Occurrences skipped by catch_up or overlap, per schedule", ["schedule"],
+                                        registry=self.registry)
+        self.schedule_caught_up = Counter("punctual_schedule_occurrences_caught_up",
+                                          "Missed occurrences made by a catch-up, per schedule", ["schedule"],
+                                          registry=self.registry)
 
     def watch_states(self, count_by_state: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_StateCollector(count_by_state))

@@ -178,6 +178,7 @@ class Event(BaseModel):
     updated_at: datetime
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
+    schedule_id: Optional[int] = Field(None, description="the schedule that made this occurrence")
 
 
 class EventDetail(Event):
@@ -234,6 +235,76 @@ class WhoAmI(BaseModel):
                                   "is configured")
     scope: Literal["read", "write", "desk", "admin"]
     tokens_required: bool = Field(description="whether this server asks for a token at all")
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+CatchUp = Literal["skip", "latest", "all"]
+Overlap = Literal["allow", "skip"]
+
+
+class ScheduleCreate(Strict):
+    name: Name
+    callback: Union[int, Name] = Field(description="the callback's name or id")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: Int32 = 0
+    max_attempts: Optional[Attempts] = Field(None, description="default: the callback's")
+    cron: Optional[str] = Field(None, max_length=200,
+                                description="5 fields (minute hour day month weekday), or 6 with seconds first")
+    every: Optional[float] = Field(None, ge=1, le=366 * 86400, description="seconds between occurrences")
+    timezone: str = Field("UTC", max_length=100, description="IANA name the cron is read in")
+    start_at: Optional[Instant] = None
+    end_at: Optional[Instant] = None
+    catch_up: CatchUp = Field("skip", description="after downtime: skip, latest (one run), all (each, bounded)")
+    catch_up_limit: int = Field(100, ge=1, le=10_000)
+    overlap: Overlap = Field("allow", description="skip: no new occurrence while the previous one's event runs")
+    paused: bool = False
+
+
+class ScheduleUpdate(Strict):
+    name: Optional[Name] = None
+    callback: Optional[Union[int, Name]] = None
+    payload: Optional[dict[str, Any]] = None
+    priority: Optional[Int32] = None
+    max_attempts: Optional[Attempts] = None
+    cron: Optional[str] = Field(None, max_length=200)
+    every: Optional[float] = Field(None, ge=1, le=366 * 86400)
+    timezone: Optional[str] = Field(None, max_length=100)
+    start_at: Optional[Instant] = None
+    end_at: Optional[Instant] = None
+    catch_up: Optional[CatchUp] = None
+    catch_up_limit: Optional[int] = Field(None, ge=1, le=10_000)
+    overlap: Optional[Overlap] = None
+
+
+class SchedulePath(BaseModel):
+    schedule_id: int
+
+
+class Schedule(BaseModel):
+    id: int
+    name: str
+    callback: str
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: Optional[int] = None
+    cron: Optional[str] = None
+    every: Optional[float] = None
+    timezone: str
+    start_at: Optional[datetime] = None
+    end_at: Optional[datetime] = None
+    catch_up: CatchUp
+    catch_up_limit: int
+    overlap: Overlap
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+    next_runs: list[datetime] = Field(description="the next occurrences, UTC (none past end_at)")
+    description: str = Field(description="the rule in words")
+
+
+class ScheduleList(BaseModel):
+    schedules: list[Schedule]
 
 
 # -- Kafka ------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from engine.planner_stats import PlannerStats
 from engine.queries import Change
 from engine.role import Role
 from engine.running import Runner
+from engine.schedule_keeper import ScheduleKeeper
 from engine.scheduler import Scheduler
 from engine.sweeper import Sweeper
 from engine.workers import WorkerPool
@@ -65,13 +66,20 @@ class Engine:
         self.listener = Listener(db, metrics, settings.listen_timeout_seconds, settings.reconnect_max_seconds,
                                  on_changes=self._on_changes, on_connect=self.catch_up)
         self.sweeper = Sweeper(settings, claim_due=self._claim_due, refill=self.catch_up)
+        self.schedule_keeper = ScheduleKeeper(db, settings, metrics)
         self.started = False
 
     @property
     def roles(self) -> list[Role]:
-        return [self.completer, self.pool, self.dispatcher, self.listener, self.lease_keeper, self.sweeper]
+        return [self.completer, self.pool, self.dispatcher, self.listener, self.lease_keeper, self.sweeper,
+                self.schedule_keeper]
 
     def start(self) -> None:
+        # Schedules' missed occurrences get their catch-up policy before anything can claim them.
+        try:
+            self.schedule_keeper.catch_up_now()
+        except Exception as exc:  # noqa: BLE001 - the keeper's first round catches up instead
+            log.warning("schedule catch-up at start failed (%s); the schedule keeper will retry", exc)
         self.completer.start()
         self.pool.start()
         self.dispatcher.start()
@@ -79,6 +87,7 @@ class Engine:
         self.listener.start()
         self.lease_keeper.start()
         self.sweeper.start()
+        self.schedule_keeper.start()
         self.started = True
         log.info("engine started as %s", self.settings.instance_name)
 
@@ -94,6 +103,7 @@ class Engine:
         # The dispatcher first: from now on nothing is claimed or started, and queued claims go back at
         # once; the listener, timers and keepers only feed it, so they can go while attempts finish.
         self.dispatcher.quiesce()
+        self.schedule_keeper.stop()
         self.listener.stop()
         self.scheduler.stop()
         self.sweeper.stop(self.settings.sweep_seconds + 5)

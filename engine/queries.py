@@ -38,6 +38,7 @@ class Claimed:
     config: dict[str, Any] = field(repr=False)  # header values may be secrets
     timeout_seconds: float
     signing_secret: Optional[str] = field(repr=False)
+    schedule_id: Optional[int]  # the schedule that made this occurrence, if any
 
     @property
     def key(self) -> tuple[int, int]:
@@ -79,7 +80,7 @@ class Change:
 # more column, not one more query per delivery. The audit reads named fields only, never it.
 _RETURNING = """e.id, e.payload, e.attempts, e.max_attempts, e.scheduled_for, e.started_at, e.priority,
                 e.state, e.worker, e.callback_id, c.name AS callback, c.kind, c.target, c.config, c.timeout_seconds,
-                c.signing_secret"""
+                c.signing_secret, e.schedule_id"""
 
 # What a claim sets, by either road (claim_due, claim_ids): the attempt, its holder and its lease.
 _CLAIM = """SET state = 'running', attempts = e.attempts + 1, worker = %(worker)s,

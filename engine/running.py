@@ -81,8 +81,12 @@ class Runner:
                        0.0 if ok else delay, duration, started)
 
     def observe_start(self, row: Claimed, started_wall: float) -> None:
-        """Lateness as the callback sees it: from scheduled_for to the moment it begins."""
-        self.metrics.lateness.observe(max(started_wall - row.scheduled_for.timestamp(), 0.0))
+        """Lateness as the callback sees it: from scheduled_for to the moment it begins (for an occurrence of a
+        schedule, scheduled_for is its instant)."""
+        late = max(started_wall - row.scheduled_for.timestamp(), 0.0)
+        self.metrics.lateness.observe(late)
+        if row.schedule_id is not None:
+            self.metrics.schedule_lateness.labels(str(row.schedule_id)).observe(late)
 
     def give_back(self, rows: list[Claimed], reason: str, started: bool = False) -> None:
         """Release attempts that will not run (or finish) here: due now for anyone. One that never started is
