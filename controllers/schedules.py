@@ -434,10 +434,13 @@ def advance(cur: DictCursor, row: dict[str, Any], catching_up: bool = False, sta
         # Nothing new while the previous occurrence runs; instants passing meanwhile were skipped above.
         _moved(cur, row["id"], made_until)
         return len(made)
+    # An occurrence is pending when the newest one made is still ahead. Not for a new schedule whose start_at
+    # is ahead: its made_until is only the bound just before start_at, and its first occurrence is made now.
+    pending = made_until > now and not fresh
     future: list[datetime] = []
     for when in rule.after(max(made_until, now)):
         # At least the next occurrence (unless one is pending already), and all those due within the lookahead.
-        if when > now + LOOKAHEAD and (future or made_until > now):
+        if when > now + LOOKAHEAD and (future or pending):
             break
         future.append(when)
         if row["overlap"] == "skip" or len(future) >= 1000:
