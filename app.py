@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
+import warnings
+from pathlib import Path
 from typing import Optional
 
 import psycopg2
@@ -62,6 +65,40 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
     return app
 
 
+def _browser_url(address: str) -> str:
+    """An address the server listens on (http://host:port), as a browser on this machine reaches it."""
+    host, _, port = address.removeprefix("http://").rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1", "": "127.0.0.1"}.get(host, host).strip("[]")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def banner(settings: Settings, database_url: str, addresses: list[str], access: Optional[Access]) -> str:
+    """The end of the start-up, for the person who ran `python app.py`: where to look, where things are, how
+    to stop. Never a secret: the database URL is redacted."""
+    page = _browser_url(addresses[0])
+    logs = Path(settings.log_dir)
+    database = (f"embedded PostgreSQL in {Path(settings.data_dir)}{os.sep}" if not settings.database_url
+                else redact(database_url))
+    try:
+        closed = access is not None and access.tokens_required()
+    except (psycopg2.Error, Unavailable):  # the database hiccuped just now: the banner is no place to fail
+        closed = bool(settings.api_token)
+    tokens = ("needed (API_TOKEN, or `python app.py tokens add NAME --scope read|write|desk|admin`)" if closed
+              else "none exists, so the API is open to whoever reaches it (set API_TOKEN to close it)")
+    return "\n".join([
+        "",
+        "Punctual is running.",
+        f"  Web page:  {page}/",
+        f"  API docs:  {page}/docs",
+        f"  Database:  {database}",
+        f"  Logs:      {logs}{os.sep} events.log (audit), punctual.log (all), errors.log (warnings and errors)",
+        f"  Tokens:    {tokens}",
+        f"  Stop:      Ctrl+C (or SIGTERM): requests in flight get {settings.http_drain_seconds:g} s, then running "
+        f"attempts {settings.shutdown_grace_seconds:g} s",
+        "",
+    ])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["tokens"]:  # `python app.py tokens add|list|revoke ...`: manage API tokens, then exit
@@ -82,7 +119,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     settings = Settings.from_env()
-    audit.setup_logging(settings.log_dir, settings.log_max_bytes, settings.log_backups)
+    audit.setup_logging(settings.log_dir, settings.log_max_bytes, settings.log_backups,
+                        console_level=settings.log_level)
+    # pgserver asks platformdirs for a runtime folder it does not need; without XDG_RUNTIME_DIR (a container,
+    # su, CI) that prints a two-line warning about a harmless fallback before anything else.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     url = database_url_from(settings.database_url, settings.data_dir)
     log.info("database: %s", redact(url))
     db = Database(url, pool_size=settings.db_pool_size)
@@ -123,6 +164,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     # W3 runs each way gave a p99 from insert to start of 3.1-4.5 ms against 3.8-5.5 ms, W1 within noise.
     sys.setswitchinterval(0.0005)
     log.info("serving on %s", ", ".join(server.main.addresses))
+    print(banner(settings, url, server.main.addresses, app.extensions["punctual"].access), file=sys.stderr,
+          flush=True)
     try:
         server.serve_until(stop, settings.http_drain_seconds)
         log.info("%s received: stopping", " and ".join(received) or "stop")

@@ -1,4 +1,4 @@
-"""Audit trail in files: one JSON line per state change in events.log, failures in errors.log."""
+"""Audit trail and logs: events.log (a JSON line per state change), punctual.log, errors.log, a short console."""
 from __future__ import annotations
 
 import json
@@ -101,15 +101,50 @@ class JsonFormatter(logging.Formatter):
         return _one_line(data)
 
 
-def setup_logging(log_dir: str, max_bytes: int, backups: int, level: int = logging.INFO) -> None:
-    """Route the audit trail to events.log, warnings and errors to errors.log, and everything to stderr.
+# Who speaks on the console at INFO whatever LOG_LEVEL says: the process itself (`punctual`: the database it
+# uses, where it serves, a stop signal, stopped), its database (embedded server, schema, migrations), its HTTP
+# server (listeners, the drain at a stop) and the Kafka bridge as a whole (on, off). The engine roles' start,
+# stop and recovery lines and the libraries' notes (pgserver's initdb output) are INFO too, but go only to
+# punctual.log unless LOG_LEVEL=INFO: a newcomer's terminal shows a handful of lines, then the banner.
+CONSOLE_INFO_LOGGERS = frozenset({"punctual", "punctual.db", "punctual.http", "punctual.kafka"})
+
+
+class ConsoleFilter(logging.Filter):
+    """Records from `level` up, and INFO from the loggers that tell the process's own story."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or (record.levelno >= logging.INFO
+                                                and record.name in CONSOLE_INFO_LOGGERS)
+
+
+def log_level(name: str | int) -> int:
+    """A level from its name (LOG_LEVEL); exits with a clear message for a name logging does not know."""
+    if isinstance(name, int):
+        return name
+    level = logging.getLevelName(name.strip().upper())
+    if not isinstance(level, int):
+        raise SystemExit(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {name!r}")
+    return level
+
+
+def setup_logging(log_dir: str, max_bytes: int, backups: int, level: int = logging.INFO,
+                  console_level: str | int = logging.WARNING) -> None:
+    """Route the audit trail to events.log, every record from `level` up to punctual.log, warnings and errors
+    to errors.log, and to stderr what a person watching needs (see CONSOLE_INFO_LOGGERS and ConsoleFilter).
 
     Fails fast with a clear message if the folder cannot be written: silent audit loss is worse.
     """
+    console_level = log_level(console_level)
     path = Path(log_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
         events = AuditFile(path / "events.log", max_bytes, backups)
+        everything = logging.handlers.RotatingFileHandler(path / "punctual.log", maxBytes=max_bytes,
+                                                          backupCount=backups, encoding="utf-8")
         errors = logging.handlers.RotatingFileHandler(path / "errors.log", maxBytes=max_bytes,
                                                       backupCount=backups, encoding="utf-8")
     except OSError as exc:
@@ -120,17 +155,21 @@ def setup_logging(log_dir: str, max_bytes: int, backups: int, level: int = loggi
     if previous is not None:
         previous.close()
 
+    everything.setLevel(level)
+    everything.setFormatter(JsonFormatter())
     errors.setLevel(logging.WARNING)
     errors.setFormatter(JsonFormatter())
     console = logging.StreamHandler(sys.stderr)
+    console.addFilter(ConsoleFilter(console_level))
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
         old.close()
+    root.addHandler(everything)
     root.addHandler(errors)
     root.addHandler(console)
-    root.setLevel(level)
+    root.setLevel(min(level, console_level))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 

@@ -38,6 +38,11 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024
     """Audit and error logs rotate at this size (bytes)."""
     log_backups: int = 5
+    log_level: str = "WARNING"
+    """What else the console (stderr) shows besides Punctual's own start and stop lines and the banner:
+    WARNING (default) warnings and errors; INFO also each engine role's start, stop and recovery and the
+    libraries' notes (the embedded PostgreSQL's set-up); DEBUG everything. logs/punctual.log keeps every INFO
+    line whatever this says."""
     max_body_bytes: int = 1024 * 1024
     """Requests larger than this are refused with 413 (bytes)."""
     http_threads: int = 16

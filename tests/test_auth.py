@@ -19,7 +19,9 @@ TOKEN = "s3cret"
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 ALL_METHODS = ("GET",) + WRITE_METHODS
 FAR = "2999-01-01T00:00:00+00:00"
-PUBLIC_PATHS = {"/health", "/", "/app.js", "/app.css", "/live-worker.js"}
+# The page's files and the API reference page's (/docs; what it reads, /openapi.json, needs a token).
+PUBLIC_PATHS = {"/health", "/", "/app.js", "/app.css", "/live-worker.js",
+                "/docs", "/docs.js", "/docs.css", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"}
 
 
 def add_token(db_url: str, name: str, scope: str, secret: str) -> None:

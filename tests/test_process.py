@@ -385,3 +385,72 @@ def test_the_api_answers_503_while_the_database_is_unreachable_and_recovers_on_i
     wait_for(lambda: all_in(db_url, [due_in_outage], "finished"), 10, 0.05,
              "the event due during the outage to run after it")
     assert executions(db_url, [due_in_outage])[due_in_outage] == [1]
+
+
+# -- 8. what a person sees at start-up ----------------------------------------------------------
+
+BANNER = "Punctual is running."
+
+
+def start_up_output(app: AppProcess) -> tuple[list[str], list[str]]:
+    """The console lines before the banner, and the banner (the start-up's last lines), once settled."""
+    time.sleep(0.5)  # anything a role would still print after the banner has had its chance to show
+    lines = app.log_text().rstrip().splitlines()
+    assert BANNER in lines, app.log_text()[-3000:]
+    at_banner = lines.index(BANNER)
+    before = lines[:at_banner]
+    return (before[:-1] if before and not before[-1].strip() else before), lines[at_banner:]
+
+
+def assert_a_short_start_ending_with_the_banner(app: AppProcess) -> str:
+    before, banner = start_up_output(app)
+    assert len(before) <= 8, "start-up says too much before its banner:\n" + "\n".join(before)
+    assert not any(" DEBUG " in line or " started" in line for line in before), before
+    assert "serving on " + app.url in before[-1]
+    shown = "\n".join(banner)
+    assert f"Web page:  {app.url}/" in shown and f"API docs:  {app.url}/docs" in shown, shown
+    assert "Database:" in shown and "Stop:      Ctrl+C" in shown and "SIGTERM" in shown, shown
+    assert f"Logs:      {app.folder / 'logs'}" in shown and "events.log" in shown, shown
+    assert len(banner) <= 10, shown
+    # What the console left out is kept: each engine role's start is in logs/punctual.log.
+    kept = (app.folder / "logs" / "punctual.log").read_text()
+    assert '"message": "dispatcher started' in kept and '"message": "sweeper started' in kept
+    return shown
+
+
+def test_start_up_prints_a_handful_of_lines_then_a_banner_with_the_page_the_docs_and_no_password(start_app,
+                                                                                               db_url):
+    secret = "s3cretpw"
+    app = start_app(DATABASE_URL=url_with_password(db_url, secret), LOG_LEVEL=None)
+    shown = assert_a_short_start_ending_with_the_banner(app)
+    assert "Database:  postgresql://" in shown and ":***@" in shown, shown
+    assert secret not in app.log_text()
+    assert requests.get(app.url + "/docs", timeout=5).status_code == 200  # the banner's links answer
+    assert app.terminate() == 0
+    assert "received: stopping" in app.log_text() and secret not in app.log_text()
+
+
+def test_start_up_on_the_embedded_database_is_as_short_and_names_its_folder(start_app, tmp_path):
+    """The newcomer's path (no DATABASE_URL): the embedded server's set-up goes to punctual.log, not the console."""
+    pgserver = pytest.importorskip("pgserver")
+    data_dir = tmp_path / "data"
+    try:
+        app = start_app(DATABASE_URL=None, DATA_DIR=str(data_dir), LOG_LEVEL=None)
+        shown = assert_a_short_start_ending_with_the_banner(app)
+        assert f"Database:  embedded PostgreSQL in {data_dir}/" in shown, shown
+        assert "initdb" not in app.log_text() and "pgserver" not in app.log_text()
+        assert "initdb" in (app.folder / "logs" / "punctual.log").read_text()
+        assert app.terminate() == 0
+    finally:
+        if (data_dir / "postmaster.pid").exists():  # the app was killed: stop the server it left behind
+            pgserver.get_server(str(data_dir), cleanup_mode="stop").cleanup()
+
+
+def test_log_level_info_shows_each_roles_start_on_the_console_and_a_bad_level_is_refused(start_app, db_url, tmp_path):
+    app = start_app(LOG_LEVEL="info")
+    wait_for(lambda: "listener started" in app.log_text(), 5, 0.05, "the roles' start lines on the console")
+    assert "dispatcher started" in app.log_text() and BANNER in app.log_text()
+    bad = AppProcess(ROOT, db_url, tmp_path / "bad", 0, {"LOG_LEVEL": "LOUD"})
+    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=bad.env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode != 0 and "LOG_LEVEL must be" in done.stderr and "Traceback" not in done.stderr
