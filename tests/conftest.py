@@ -21,7 +21,7 @@ import audit  # noqa: E402
 import tests.handlers  # noqa: E402,F401 - registers the test handlers in this process too
 from config import Settings  # noqa: E402
 from db import Database  # noqa: E402
-from tests.helpers import AppProcess, free_port  # noqa: E402
+from tests.helpers import FIGURES, AppProcess, free_port  # noqa: E402
 
 SIDE_TABLES = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS executions (
 
 
 def _admin_url() -> tuple[str, object]:
+    """The server the tests use: TEST_DATABASE_URL's (or DATABASE_URL's), or an embedded one started now.
+
+    Under pytest-xdist each worker process starts its own embedded server, in a folder of its own; on a
+    shared server the workers' databases differ by pid (the template's and each test's name).
+    """
     url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if url:
         return url, None
@@ -41,6 +46,26 @@ def _admin_url() -> tuple[str, object]:
     folder = tempfile.mkdtemp(prefix="punctual-pg-")
     server = pgserver.get_server(folder, cleanup_mode="delete")
     return server.get_uri(), server
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: send the figures this worker measured back to the controller."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["figures"] = dict(FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without the plugin
+def pytest_testnodedown(node, error) -> None:  # noqa: ANN001 - pytest-xdist's hook signature
+    FIGURES.update(getattr(node, "workeroutput", {}).get("figures", {}))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's hook signature
+    """The fault tests' figures (tests/faults/README.md), whichever process measured them."""
+    if FIGURES:
+        soak = " (PUNCTUAL_SOAK=1)" if os.environ.get("PUNCTUAL_SOAK", "") == "1" else ""
+        terminalreporter.section("fault test figures" + soak)
+        for name, value in sorted(FIGURES.items()):
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 def dsn(base: str, dbname: str) -> str:

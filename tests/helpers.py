@@ -18,6 +18,13 @@ import psycopg2
 import psycopg2.extras
 import requests
 
+FIGURES: dict[str, str] = {}
+"""Figures the fault tests measure (name -> text), printed at the end of the run by tests/conftest.py."""
+
+
+def record_figure(name: str, value: Any) -> None:
+    FIGURES[name] = str(value)
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, message: str = "") -> Any:
     """Poll until predicate() is truthy and return its value; fail the test at the deadline."""

@@ -23,29 +23,18 @@ import requests
 
 from db import Database
 from tests.conftest import SIDE_TABLES
-from tests.helpers import AppProcess, free_port, sql, wait_for
+from tests.helpers import AppProcess, free_port, record_figure, sql, wait_for  # noqa: F401 - record_figure for the tests
 
 SOAK = os.environ.get("PUNCTUAL_SOAK", "") == "1"
 """Long variants of every fault test (documented in tests/faults/README.md)."""
 
-FIGURES: dict[str, Any] = {}
-"""Measured figures, printed at the end of the run (and copied into tests/faults/README.md)."""
+# The figures each test measures (record_figure, tests/helpers.py) are printed at the end of the run by
+# tests/conftest.py, which also brings them back from pytest-xdist's workers.
 
 
 def soak(default: Any, long: Any) -> Any:
     """The default-run value, or the soak value under PUNCTUAL_SOAK=1."""
     return long if SOAK else default
-
-
-def record_figure(name: str, value: Any) -> None:
-    FIGURES[name] = value
-
-
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's hook signature
-    if FIGURES:
-        terminalreporter.section("fault test figures" + (" (PUNCTUAL_SOAK=1)" if SOAK else ""))
-        for name, value in FIGURES.items():
-            terminalreporter.write_line(f"{name}: {value}")
 
 
 # -- HTTP helpers -------------------------------------------------------------------------
