@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -46,6 +47,29 @@ def _admin_url() -> tuple[str, object]:
     folder = tempfile.mkdtemp(prefix="punctual-pg-")
     server = pgserver.get_server(folder, cleanup_mode="delete")
     return server.get_uri(), server
+
+
+def _utf8(value: Any) -> Any:
+    """`value` with every string UTF-8 encodable: a lone surrogate becomes its escape (\\udfff)."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_utf8(v) for v in value)
+    return value
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(config: pytest.Config, report: Any) -> Any:
+    """A pytest-xdist worker sends each report as UTF-8, and a test's captured log can hold a lone surrogate
+    (tests/test_engine.py's handlers raise one on purpose): unescaped, the worker crashes while sending."""
+    data = yield
+    return _utf8(data)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
