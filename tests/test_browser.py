@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from engine.queries import Change
 from streams import RESYNC, Broadcaster, stream
 from tests.browser import CHROMIUM, Watched, launch, screenshot
 from tests.helpers import sql, wait_for
@@ -30,8 +31,8 @@ MARKUP = "<img src=x onerror=alert(1)>"
 
 # -- the broadcaster, without a browser ------------------------------------------------------------
 
-def change(event_id: int, state: str | None = "scheduled") -> dict:
-    return {"id": event_id, "state": state, "scheduled_for": datetime(2030, 1, 1, tzinfo=timezone.utc)}
+def change(event_id: int, state: str | None = "scheduled") -> Change:
+    return Change(event_id, state, datetime(2030, 1, 1, tzinfo=timezone.utc))
 
 
 def test_a_slow_subscriber_is_told_to_resync_and_never_blocks_the_listener():
