@@ -154,15 +154,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     engine.start()
     if bridge is not None:
         bridge.start()
-    # Everything made while starting (Flask, pydantic schemas, APScheduler, libraries) lives as long as
-    # the process. Frozen, a full collection no longer walks it: measured here under W3's load, a
-    # collection paused every thread for 47 ms every few seconds before, and none took 0.5 ms after.
+    # Everything made while starting (Flask, pydantic schemas, APScheduler, libraries) lives as long as the
+    # process. Frozen, a full collection no longer walks it. Benchmark: bench/run.py W3 (max, from the insert to
+    # the start): a collection paused every thread for 47 ms every few seconds without it, none over 0.5 ms with.
+    # (The switch interval was lowered to 0.5 ms here too; after the engine redesign five interleaved W3 runs
+    # each way gave a p99 median of 21.0 ms with it and 15.6 ms without, so it went.)
     gc.collect()
     gc.freeze()
-    # A thread woken by the database (the listener with a new due event, a claim's answer) waits for the GIL
-    # while a request thread computes; CPython makes it wait up to the switch interval (5 ms). At 0.5 ms, four
-    # W3 runs each way gave a p99 from insert to start of 3.1-4.5 ms against 3.8-5.5 ms, W1 within noise.
-    sys.setswitchinterval(0.0005)
     log.info("serving on %s", ", ".join(server.main.addresses))
     print(banner(settings, url, server.main.addresses, app.extensions["punctual"].access), file=sys.stderr,
           flush=True)

@@ -421,3 +421,13 @@ def test_a_digit_string_names_a_callback_before_it_means_an_id(client, db_url):
     assert by_name["callback"] == named["name"] and by_id["callback"] == "Addition"
     assert _ids(client.get("/events", query_string={"callback": str(addition_id)})) == [by_name["id"]]
     assert _ids(client.get("/events", query_string={"callback": "Addition"})) == [by_id["id"]]
+
+
+def test_a_reschedule_is_in_the_event_s_history_not_only_in_the_audit_log(client):
+    event = create(client)
+    moved = client.patch(f"/events/{event['id']}", json={"scheduled_for": "2998-06-01T12:00:00+02:00"})
+    assert moved.status_code == 200, moved.json
+    client.patch(f"/events/{event['id']}", json={"priority": 3})  # neither state nor time: no history row
+    history = client.get(f"/events/{event['id']}").json["history"]
+    assert [(h["state"], h["note"]) for h in history] == [
+        ("scheduled", None), ("scheduled", "rescheduled to 2998-06-01T10:00:00.000000Z")]
