@@ -253,3 +253,46 @@ def test_occurrences_run_as_ordinary_events(live_client, db_url):
     assert all(r["started_at"] >= r["scheduled_for"] for r in done)  # never early
     keys = sql(db_url, "SELECT idempotency_key FROM events")
     assert len({k["idempotency_key"] for k in keys}) == len(keys)
+
+
+# -- the preview (the web form's live "next 5 runs") -------------------------------------------------
+
+def test_a_preview_answers_the_next_runs_a_created_schedule_answers_and_writes_nothing(client, db_url):
+    rule = {"cron": "30 2 * * 1", "timezone": "Europe/Paris"}
+    preview = client.get("/schedules/preview", query_string=rule)
+    assert preview.status_code == 200, preview.json
+    assert sql(db_url, "SELECT count(*) AS n FROM schedules") == [{"n": 0}]
+    assert sql(db_url, "SELECT count(*) AS n FROM events") == [{"n": 0}]
+    made = client.post("/schedules", json={"name": "nightly", "callback": "Addition", **rule}).json
+    assert preview.json == {"next_runs": made["next_runs"], "description": made["description"]}
+    assert preview.json["description"] == "At 02:30 AM, only on Monday (Europe/Paris)"
+    # Bounds count as in a schedule: nothing before start_at, nothing after end_at.
+    bounded = client.get("/schedules/preview", query_string={
+        "every": "3600", "start_at": "2031-01-01T00:00:00+01:00", "end_at": "2031-01-01T02:00:00Z"}).json
+    assert bounded == {"next_runs": ["2030-12-31T23:00:00+00:00", "2031-01-01T00:00:00+00:00",
+                                     "2031-01-01T01:00:00+00:00", "2031-01-01T02:00:00+00:00"],
+                       "description": "Every hour"}
+
+
+@pytest.mark.parametrize("rule,field", [
+    ({"cron": "61 * * * *"}, "cron"),
+    ({"cron": "* * *"}, "cron"),
+    ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "timezone"),
+    ({"cron": "0 9 * * *", "every": 60}, "cron"),
+    ({}, "cron"),
+    ({"every": 60, "start_at": "2030-01-02T00:00:00Z", "end_at": "2030-01-01T00:00:00Z"}, "end_at"),
+    ({"every": 0.5}, "every"),
+])
+def test_a_preview_of_a_rule_a_create_would_refuse_is_422_with_the_same_reason(client, db_url, rule, field):
+    response = client.get("/schedules/preview", query_string={k: str(v) for k, v in rule.items()})
+    assert response.status_code == 422, response.json
+    error = response.json["error"]
+    assert error["code"] == "invalid" and (field in str(error["details"]) or field in error["message"])
+    created = client.post("/schedules", json={"name": "bad", "callback": "Addition", **rule})
+    assert created.status_code == 422 and created.json["error"]["message"] == error["message"]
+    assert sql(db_url, "SELECT count(*) AS n FROM schedules") == [{"n": 0}]
+
+
+def test_a_preview_refuses_what_is_not_part_of_a_rule(client):
+    response = client.get("/schedules/preview", query_string={"every": "60", "name": "x"})
+    assert response.status_code == 422 and "name" in response.json["error"]["message"]
