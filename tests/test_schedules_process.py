@@ -142,8 +142,8 @@ def test_a_kill_9_of_every_instance_for_ten_seconds_gives_what_each_catch_up_pol
             assert ran[0]["scheduled_for"] - killed_at <= timedelta(seconds=1)
             assert caught_up_at - ran[-1]["scheduled_for"] < timedelta(seconds=1)
         assert len({e["scheduled_for"] for e in ran}) == len(ran)
-        print(f"catch_up {policy}: {len(missed)} made before the kill in the downtime, {instants} s down "
-              f"(kill to catch-up), {len(ran)} ran")
+        print(f"catch_up {policy}: {instants} s from the kill to the catch-up, {len(missed)} occurrence events "
+              f"in it, {len(ran)} ran")
 
     # After the restart, occurrences resume every second.
     for policy, schedule_id in ids.items():
