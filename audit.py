@@ -19,6 +19,7 @@ ACTIONS = frozenset({
     "event_deleted",       # row removed
     "event_retried",       # failed/cancelled -> scheduled through the API
     "attempt_started",     # scheduled -> running (claimed)
+    "instance_dead",       # running -> scheduled/failed: the instance holding it stopped heartbeating
     "attempt_succeeded",   # running -> finished
     "attempt_failed",      # running -> scheduled, a retry is due after backoff
     "event_failed",        # running -> failed, no attempts left

@@ -79,6 +79,9 @@ class Settings:
     """Bounded wait of the listener's select(); also its heartbeat period (seconds)."""
     reconnect_max_seconds: float = 10.0
     """Cap of the listener's reconnect backoff (seconds)."""
+    instance_dead_seconds: float = 10.0
+    """An instance whose heartbeat (every fifth of this) is older than this is dead: the attempts it held are
+    rescued at once instead of when their leases run out (seconds)."""
     lease_grace_seconds: float = 30.0
     """A running attempt's lease is the callback's timeout plus this (seconds)."""
     retry_base_seconds: float = 1.0

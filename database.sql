@@ -287,6 +287,14 @@ ALTER TABLE events ADD CONSTRAINT events_schedule_id_fkey
     FOREIGN KEY (schedule_id) REFERENCES schedules (id) ON DELETE SET NULL;
 CREATE INDEX events_schedule_idx ON events (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL;
 
+-- Instances: each heartbeats here; when one falls silent (INSTANCE_DEAD_SECONDS), the attempts it held are
+-- rescued then, not when their leases run out (callback timeout + grace: a minute and more).
+CREATE TABLE instances (
+    name         text PRIMARY KEY,              -- INSTANCE_NAME (host:pid by default): the worker of its attempts
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- API tokens (DESIGN.md "Access"): made with `python app.py tokens add NAME --scope SCOPE`, which prints the
 -- secret once. Only its SHA-256 is kept: the secret is 32 random bytes, so a fast hash is enough (nothing to
 -- brute-force), and a stolen table opens nothing. A revoked token keeps its row (who had access, and when),

@@ -4,11 +4,13 @@ What it owns:
 - renewal: a batch claim may hold more attempts than there are workers; the leases of those still waiting
   for a worker are pushed forward before they run out, or the sweep of another instance would hand them
   out again while they are still queued here. A waiting attempt whose lease is no longer ours is dropped.
-- rescue: running events whose lease ran out (their instance died) go back to the queue, or fail when no
-  attempts are left; manual events whose holder's lease ran out go back to the queue for anyone
+- liveness: it heartbeats this instance in the `instances` table every fifth of INSTANCE_DEAD_SECONDS.
+- rescue: the running attempts of an instance whose heartbeat is older than INSTANCE_DEAD_SECONDS (killed,
+  or its host gone) go back to the queue at once; running events whose lease ran out go back too, or fail
+  when no attempts are left; manual events whose holder's lease ran out go back to the queue for anyone
   (controllers.claims). Every instance rescues: SKIP LOCKED keeps them from fighting over a row.
 
-What wakes it: its period (a quarter of the lease grace, for renewals); rescues run every SWEEP_SECONDS.
+What wakes it: its period (the shortest of the heartbeat, a quarter of the lease grace, SWEEP_SECONDS).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ class LeaseKeeper(Role):
     def __init__(self, db: Database, settings: Settings, inflight: Inflight, metrics: Metrics,
                  on_rescued: Callable[[], None]) -> None:
         grace = settings.lease_grace_seconds
-        super().__init__(period=min(settings.sweep_seconds, max(grace / 4, 0.05)),
+        super().__init__(period=min(settings.sweep_seconds, max(grace / 4, 0.05), settings.instance_dead_seconds / 5),
                          retry_cap=settings.reconnect_max_seconds)
         self.db = db
         self.settings = settings
@@ -49,10 +51,30 @@ class LeaseKeeper(Role):
         return f"renewals every {self.period:g} s, rescues every {self.settings.sweep_seconds:g} s"
 
     def run_once(self) -> None:
+        queries.heartbeat(self.db, self.worker)
+        self.rescue_dead()
         self.renew_waiting()
         if time.monotonic() >= self._next_rescue:
             self.rescue()
             self._next_rescue = time.monotonic() + self.settings.sweep_seconds
+
+    def rescue_dead(self) -> None:
+        rescued = queries.rescue_dead(self.db, self.settings.instance_dead_seconds)
+        if rescued:
+            self.metrics.lease_rescues.inc(len(rescued))
+            with audit.batch():
+                for row in rescued:
+                    audit.record("instance_dead", row, error=row.last_error, worker=row.worker)
+            self.log.warning("rescued %d attempts of instances that stopped heartbeating (%s)", len(rescued),
+                             ", ".join(sorted({str(row.worker) for row in rescued})))
+            self._on_rescued()
+
+    def close(self) -> None:
+        """A clean stop: this instance's attempts were given back, so it need not look dead to anyone."""
+        try:
+            queries.forget_instance(self.db, self.worker)
+        except self.transient:
+            pass  # the database is away: the row goes when someone sees it silent
 
     def rescue(self) -> None:
         rescued = queries.rescue_expired(self.db)

@@ -256,6 +256,46 @@ def rescue_expired(db: Database, limit: int = 1000) -> list[Rescued]:
     )
 
 
+def heartbeat(db: Database, instance: str) -> None:
+    """This instance is alive (its row is made on the first beat, and again if a rescuer removed it)."""
+    db.query("""INSERT INTO instances (name) VALUES (%s)
+                ON CONFLICT (name) DO UPDATE SET heartbeat_at = now()""", (instance,))
+
+
+def forget_instance(db: Database, instance: str) -> None:
+    """A clean stop: the instance gave its attempts back and stops heartbeating."""
+    db.query("DELETE FROM instances WHERE name = %s", (instance,))
+
+
+def rescue_dead(db: Database, dead_seconds: float) -> list[Rescued]:
+    """Return the running attempts of instances silent for `dead_seconds` to the queue (or fail them when no
+    attempts are left), and forget those instances: one statement, so each dead instance is rescued once (its
+    row lock, SKIP LOCKED) however many instances look. A live instance that was only paused (SIGSTOP) keeps its
+    attempts until its heartbeat is that old; if it wakes later, its outcomes are dropped by record_outcomes'
+    guard, since the attempt is no longer its own."""
+    return db.typed(
+        f"""WITH dead AS (
+                SELECT name FROM instances WHERE heartbeat_at < now() - make_interval(secs => %(dead)s)
+                FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM instances WHERE name IN (SELECT name FROM dead)
+            ), moved AS (
+                UPDATE events e SET
+                    state = CASE WHEN e.attempts >= e.max_attempts THEN 'failed' ELSE 'scheduled' END,
+                    last_error = 'instance ' || e.worker || ' stopped heartbeating while it ran the attempt',
+                    scheduled_for = CASE WHEN e.attempts >= e.max_attempts THEN e.scheduled_for ELSE now() END,
+                    finished_at = CASE WHEN e.attempts >= e.max_attempts THEN now() END,
+                    lease_until = NULL, updated_at = now()
+                FROM callbacks c
+                WHERE c.id = e.callback_id AND c.kind <> 'manual' AND e.state = 'running'
+                  AND e.worker IN (SELECT name FROM dead)
+                RETURNING {_RETURNING}, e.last_error)
+            SELECT * FROM moved""",
+        {"dead": dead_seconds},
+        Rescued,
+    )
+
+
 def release(db: Database, worker: str, attempts: list[tuple[int, int]], reason: str,
             started: bool = False) -> list[Claimed]:
     """Give running attempts back at once (shutdown); the event is due now.
