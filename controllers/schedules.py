@@ -355,6 +355,18 @@ def key_of(schedule_id: int, instant: datetime) -> str:
     return f"schedule:{schedule_id}:{instant.astimezone(timezone.utc).isoformat()}"
 
 
+def missable_schedules(db: Database) -> list[int]:
+    """Schedules a catch-up round must look at: those whose next occurrence is due (or was never made), and
+    those with a made occurrence still waiting past its instant; a schedule whose pending occurrence is in the
+    future has missed nothing (a restart with 10,000 schedules reads them once, not each under its lock)."""
+    rows = db.query("""SELECT s.id FROM schedules s
+                       WHERE NOT s.paused AND (s.made_until IS NULL OR s.made_until <= now() + %s
+                             OR EXISTS (SELECT 1 FROM events e WHERE e.schedule_id = s.id AND e.state = 'scheduled'
+                                          AND e.scheduled_for < now() - %s))
+                       ORDER BY s.id""", (LOOKAHEAD, LATE))
+    return [int(row["id"]) for row in rows]
+
+
 def due_schedules(db: Database, limit: int = 500) -> list[int]:
     """Schedules whose next occurrence may need making now (a cheap, indexed read every round)."""
     rows = db.query("""SELECT id FROM schedules
@@ -432,7 +444,7 @@ def advance(cur: DictCursor, row: dict[str, Any], catching_up: bool = False, sta
             made_until = now  # every instant up to now is dealt with
     if busy:
         # Nothing new while the previous occurrence runs; instants passing meanwhile were skipped above.
-        _moved(cur, row["id"], made_until)
+        _moved(cur, row, made_until)
         return len(made)
     # An occurrence is pending when the newest one made is still ahead. Not for a new schedule whose start_at
     # is ahead: its made_until is only the bound just before start_at, and its first occurrence is made now.
@@ -450,12 +462,13 @@ def advance(cur: DictCursor, row: dict[str, Any], catching_up: bool = False, sta
         made_until = future[-1]
     if stats:
         stats.count("made", name, len(ahead))
-    _moved(cur, row["id"], made_until)
+    _moved(cur, row, made_until)
     return len(made) + len(ahead)
 
 
-def _moved(cur: DictCursor, schedule_id: int, made_until: datetime) -> None:
-    cur.execute("UPDATE schedules SET made_until = %s WHERE id = %s", (made_until, schedule_id))
+def _moved(cur: DictCursor, row: dict[str, Any], made_until: datetime) -> None:
+    if made_until != row["made_until"]:  # a round that changed nothing writes nothing (a restart with 10,000)
+        cur.execute("UPDATE schedules SET made_until = %s WHERE id = %s", (made_until, row["id"]))
 
 
 def _insert(cur: DictCursor, row: dict[str, Any], instants: list[datetime]) -> list[datetime]:

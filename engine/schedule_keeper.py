@@ -46,8 +46,7 @@ class ScheduleKeeper(Role):
         self._catch_up = True  # the database was away: what it missed gets the policy
 
     def _advance_all(self, catching_up: bool, everything: bool) -> None:
-        ids = [int(row["id"]) for row in self.db.query("SELECT id FROM schedules WHERE NOT paused ORDER BY id")] \
-            if everything else schedules.due_schedules(self.db)
+        ids = schedules.missable_schedules(self.db) if everything else schedules.due_schedules(self.db)
         for schedule_id in ids:
             if self.stopping:
                 return
