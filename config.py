@@ -79,6 +79,13 @@ class Settings:
     """Bounded wait of the listener's select(); also its heartbeat period (seconds)."""
     reconnect_max_seconds: float = 10.0
     """Cap of the listener's reconnect backoff (seconds)."""
+    retention_days: float = 7.0
+    """Terminal events (finished, failed, cancelled) and their history are deleted this long after they ended
+    (days, fractions allowed; 0 keeps them). The audit log files are not touched."""
+    rejected_retention_days: float = 30.0
+    """Rejected Kafka messages are deleted this long after they arrived (days; 0 keeps them)."""
+    retention_interval_seconds: float = 60.0
+    """How often the retention role looks for what to delete (seconds)."""
     instance_dead_seconds: float = 10.0
     """An instance whose heartbeat (every fifth of this) is older than this is dead: the attempts it held are
     rescued at once instead of when their leases run out (seconds)."""

@@ -295,6 +295,16 @@ CREATE TABLE instances (
     heartbeat_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Maintenance jobs that one instance at a time may run (retention) hold a lease here: not an in-memory
+-- flag, since instances share only the database.
+CREATE TABLE maintenance_leases (
+    name   text PRIMARY KEY,
+    holder text NOT NULL,
+    until  timestamptz NOT NULL
+);
+-- Retention finds terminal events by when they ended.
+CREATE INDEX events_ended_idx ON events (finished_at, id) WHERE state IN ('finished', 'failed', 'cancelled');
+
 -- API tokens (DESIGN.md "Access"): made with `python app.py tokens add NAME --scope SCOPE`, which prints the
 -- secret once. Only its SHA-256 is kept: the secret is 32 random bytes, so a fast hash is enough (nothing to
 -- brute-force), and a stolen table opens nothing. A revoked token keeps its row (who had access, and when),

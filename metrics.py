@@ -78,6 +78,8 @@ class Metrics:
                                      registry=self.registry)
         self.http_requests = Counter("punctual_http_requests", "HTTP requests answered, by status class",
                                      ["status"], registry=self.registry)
+        self.pruned = Counter("punctual_retention_pruned_rows", "Rows deleted by retention, by table", ["table"],
+                              registry=self.registry)
         # Schedules, per schedule name: how late each occurrence started after its instant, and what became of
         # the occurrences (made ahead, skipped by a policy, made by a catch-up).
         self.schedule_lateness = Histogram("punctual_schedule_lateness_seconds",

@@ -29,6 +29,7 @@ from engine.listener import Listener
 from engine.pace import Pace
 from engine.planner_stats import PlannerStats
 from engine.queries import Change
+from engine.retention import Retention
 from engine.role import Role
 from engine.running import Runner
 from engine.schedule_keeper import ScheduleKeeper
@@ -67,12 +68,13 @@ class Engine:
                                  on_changes=self._on_changes, on_connect=self.catch_up)
         self.sweeper = Sweeper(settings, claim_due=self._claim_due, refill=self.catch_up)
         self.schedule_keeper = ScheduleKeeper(db, settings, metrics)
+        self.retention = Retention(db, settings, metrics)
         self.started = False
 
     @property
     def roles(self) -> list[Role]:
         return [self.completer, self.pool, self.dispatcher, self.listener, self.lease_keeper, self.sweeper,
-                self.schedule_keeper]
+                self.schedule_keeper, self.retention]
 
     def start(self) -> None:
         # Schedules' missed occurrences get their catch-up policy before anything can claim them.
@@ -88,6 +90,7 @@ class Engine:
         self.lease_keeper.start()
         self.sweeper.start()
         self.schedule_keeper.start()
+        self.retention.start()
         self.started = True
         log.info("engine started as %s", self.settings.instance_name)
 
@@ -104,6 +107,7 @@ class Engine:
         # once; the listener, timers and keepers only feed it, so they can go while attempts finish.
         self.dispatcher.quiesce()
         self.schedule_keeper.stop()
+        self.retention.stop()
         self.listener.stop()
         self.scheduler.stop()
         self.sweeper.stop(self.settings.sweep_seconds + 5)

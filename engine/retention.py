@@ -1,0 +1,92 @@
+"""Retention: deletes what the retention settings say is old, in small batches, one instance at a time.
+
+What it owns: the 'retention' lease in maintenance_leases (taken for a few minutes and renewed while it works, so
+a second instance, or a second round, never deletes beside it). What wakes it: its period
+(RETENTION_INTERVAL_SECONDS). What it writes: deletes terminal events (finished, failed, cancelled) that ended
+more than RETENTION_DAYS ago, with their history (the foreign key cascades), and rejected Kafka messages older
+than REJECTED_RETENTION_DAYS; never a scheduled or running event. Each batch is one short transaction, so
+claims and outcomes never wait behind a long delete. The audit log files keep every line.
+"""
+from __future__ import annotations
+
+from config import Settings
+from db import Database
+from engine.role import Role
+from metrics import Metrics
+
+LEASE = "retention"
+BATCH = 1000
+LEASE_SECONDS = 300
+
+
+def take_lease(db: Database, name: str, holder: str, seconds: float) -> bool:
+    """Take (or renew) a maintenance lease; False when another holder's lease has not run out."""
+    rows = db.query(
+        """INSERT INTO maintenance_leases (name, holder, until) VALUES (%s, %s, now() + make_interval(secs => %s))
+           ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+           WHERE maintenance_leases.until < now() OR maintenance_leases.holder = EXCLUDED.holder
+           RETURNING holder""", (name, holder, seconds))
+    return bool(rows)
+
+
+def give_back_lease(db: Database, name: str, holder: str) -> None:
+    db.query("DELETE FROM maintenance_leases WHERE name = %s AND holder = %s", (name, holder))
+
+
+class Retention(Role):
+    name = "retention"
+
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics) -> None:
+        super().__init__(period=settings.retention_interval_seconds, retry_cap=settings.reconnect_max_seconds)
+        self.db = db
+        self.settings = settings
+        self.metrics = metrics
+        self.holder = settings.instance_name
+
+    def describe(self) -> str:
+        days = self.settings.retention_days
+        return f"events kept {days:g} days" if days > 0 else "events kept forever"
+
+    def run_once(self) -> None:
+        if self.settings.retention_days <= 0 and self.settings.rejected_retention_days <= 0:
+            return
+        if not take_lease(self.db, LEASE, self.holder, LEASE_SECONDS):
+            return  # another instance is pruning
+        try:
+            self.prune()
+        finally:
+            give_back_lease(self.db, LEASE, self.holder)
+
+    def prune(self) -> dict[str, int]:
+        """Delete what is old, batch by batch, while this instance holds the lease; rows deleted per table."""
+        deleted = {"events": 0, "rejected_messages": 0}
+        days = self.settings.retention_days
+        while days > 0 and not self.stopping:
+            rows = self.db.query(
+                """DELETE FROM events WHERE id IN (
+                       SELECT id FROM events
+                       WHERE state IN ('finished', 'failed', 'cancelled')
+                         AND finished_at < now() - make_interval(secs => %s)
+                       ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
+                   RETURNING id""", (days * 86400, BATCH))
+            deleted["events"] += len(rows)
+            self.metrics.pruned.labels("events").inc(len(rows))
+            if len(rows) < BATCH:
+                break
+            if not take_lease(self.db, LEASE, self.holder, LEASE_SECONDS):
+                break  # the lease ran out meanwhile and someone else took it
+        rejected_days = self.settings.rejected_retention_days
+        while rejected_days > 0 and not self.stopping:
+            rows = self.db.query(
+                """DELETE FROM rejected_messages WHERE id IN (
+                       SELECT id FROM rejected_messages WHERE received_at < now() - make_interval(secs => %s)
+                       ORDER BY id LIMIT %s)
+                   RETURNING id""", (rejected_days * 86400, BATCH))
+            deleted["rejected_messages"] += len(rows)
+            self.metrics.pruned.labels("rejected_messages").inc(len(rows))
+            if len(rows) < BATCH:
+                break
+        if any(deleted.values()):
+            self.log.info("retention deleted %d events (with their history) and %d rejected messages",
+                          deleted["events"], deleted["rejected_messages"])
+        return deleted
