@@ -197,6 +197,8 @@ function signedOut() {
   callbacks = [];
   fillCallbackPickers();
   renderCallbacks();
+  schedules = [];
+  renderSchedules();
   $("counts").replaceChildren();
   $("chart").replaceChildren();
   showNotice("");
@@ -471,6 +473,10 @@ function fillCallbackPickers() {
   const chosen = filter.value;
   filter.replaceChildren(el("option", { value: "", text: "any" }), ...callbacks.map((c) => el("option", { value: c.name, text: c.name })));
   filter.value = chosen;
+  const forSchedule = $("sc-callback");
+  const picked = forSchedule.value;
+  forSchedule.replaceChildren(...callbacks.map((c) => el("option", { value: c.name, text: `${c.name} (${c.kind})` })));
+  if (callbacks.some((c) => c.name === picked)) forSchedule.value = picked;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,7 +565,9 @@ function sortedRows() { return [...table.rows.values()].sort((a, b) => b.id - a.
 function rowCells(event) {
   return [
     el("td", { class: "num", text: String(event.id) }),
-    el("td", { class: "cb", text: event.callback }),
+    el("td", { class: "cb" }, event.callback, event.schedule_id
+      ? scheduleLink(event.schedule_id, "↻", { class: "from-schedule", title: `Made by schedule ${scheduleName(event.schedule_id)}`,
+        "aria-label": `Made by schedule ${scheduleName(event.schedule_id)}` }) : null),
     el("td", { class: "state" }, badge(event.state)),
     el("td", { class: "when" }, timeEl(event.scheduled_for)),
     el("td", { class: "opt num", text: `${event.attempts}/${event.max_attempts}` }),
@@ -777,6 +785,7 @@ function renderDetail(e) {
     ...fact("Attempts", `${e.attempts} of ${e.max_attempts}`),
     ...fact("Priority", String(e.priority)),
     ...fact("Source", e.source),
+    ...(e.schedule_id ? fact("Schedule", scheduleLink(e.schedule_id, scheduleName(e.schedule_id))) : []),
     ...fact("Created", timeEl(e.created_at, true)),
   ];
   if (e.started_at) facts.push(...fact("Started", timeEl(e.started_at, true)));
@@ -785,6 +794,12 @@ function renderDetail(e) {
   if (e.lease_until && e.state === "running") facts.push(...fact("Lease until", timeEl(e.lease_until, true)));
   if (e.idempotency_key) facts.push(...fact("Idempotency key", e.idempotency_key));
   $("d-facts").replaceChildren(...facts);
+  if (e.schedule_id && !schedules.some((s) => s.id === e.schedule_id)) {  // a schedule made since the list was read
+    loadSchedules().then(() => {
+      const link = $("d-facts").querySelector(`a[data-schedule='${e.schedule_id}']`);
+      if (link) link.textContent = scheduleName(e.schedule_id);
+    }).catch(() => {});
+  }
   $("d-payload").textContent = JSON.stringify(e.payload, null, 2);
   const outcome = [];
   if (e.result !== null && e.result !== undefined) outcome.push(el("h3", { text: "Result" }), el("pre", { text: JSON.stringify(e.result, null, 2) }));
@@ -896,6 +911,381 @@ function setupSchedule() {
       $("s-submit").disabled = false;
     }
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules page (DESIGN.md "Schedules"): the list, each rule in words with its next run; for admin tokens,
+// create/edit with a live preview of the next 5 runs, pause/resume and delete.
+//
+// The preview is the server's (GET /schedules/preview, debounced while typing): cron fire times across
+// daylight-saving changes come from the code that makes the occurrences, so the form shows what will run.
+// The browser only formats the instants, in the person's zone and in UTC.
+
+let schedules = [];
+const sched = {
+  nodes: new Map(),     // id -> <tr>
+  selected: null,       // the schedule a link pointed at (#schedules?id=N): highlighted in the list
+  reload: null,         // a throttled re-read after live changes
+  previewTimer: null,   // the debounce of the preview
+  previewSeq: 0,        // only the answer to the newest preview request is shown
+  loading: null,        // the list read in flight
+};
+const PREVIEW_DELAY = 300;  // ms of quiet typing before the preview is asked for
+const FIELD_INPUTS = { name: "sc-name", callback: "sc-callback", payload: "sc-payload", cron: "sc-cron", every: "sc-every",
+  timezone: "sc-timezone", start_at: "sc-start", end_at: "sc-end", catch_up_limit: "sc-limit" };
+
+function loadSchedules() {
+  if (sched.loading) return sched.loading;  // one read at a time; its answer is the newest anyway
+  sched.loading = (async () => {
+    try {
+      const { data } = await api("GET", "/schedules");
+      schedules = data.schedules;
+      renderSchedules();
+    } finally { sched.loading = null; }
+  })();
+  return sched.loading;
+}
+
+function scheduleName(id) {
+  const found = schedules.find((s) => s.id === id);
+  return found ? found.name : `#${id}`;
+}
+
+function scheduleViewShown() { return Boolean(access.scope) && !$("view-schedules").hidden; }
+
+/** Re-read the list soon (next runs move as occurrences are made), at most every 2 s. */
+function scheduleReload() {
+  if (sched.reload || !scheduleViewShown()) return;
+  sched.reload = setTimeout(() => {
+    sched.reload = null;
+    if (scheduleViewShown()) loadSchedules().catch(() => {});
+  }, 2000);
+}
+
+function ruleText(s) {
+  const rule = s.cron ? `${s.cron} · ${s.timezone}` : `every ${s.every} s`;
+  const bounds = [s.start_at ? `from ${utcText(new Date(s.start_at))}` : "", s.end_at ? `until ${utcText(new Date(s.end_at))}` : ""];
+  return [rule, ...bounds].filter(Boolean).join(" · ");
+}
+
+function scheduleCells(s) {
+  const next = s.paused ? el("span", { class: "muted", text: "— paused" })
+    : s.next_runs.length ? timeEl(s.next_runs[0]) : el("span", { class: "muted", text: "none: it has ended" });
+  const cells = [
+    el("td", { class: "name", text: s.name }),
+    el("td", { class: "cb", text: s.callback }),
+    el("td", { class: "rule" }, el("span", { class: "desc", text: s.description }),
+      el("div", { class: "hint", text: ruleText(s) })),
+    el("td", { class: "next" }, next),
+    el("td", { class: "state" }, el("span", { class: `badge ${s.paused ? "paused" : "active"}`, text: s.paused ? "paused" : "active" })),
+  ];
+  if (can("admin")) {  // only admin tokens change schedules; the others do not see the buttons at all
+    cells.push(el("td", { class: "row-actions" },
+      el("button", { type: "button", class: "ghost", "data-action": "edit", "aria-label": `Edit ${s.name}`, text: "Edit",
+        onclick: () => editSchedule(s.id) }),
+      el("button", { type: "button", class: "ghost", "data-action": "toggle", "aria-label": `${s.paused ? "Resume" : "Pause"} ${s.name}`,
+        text: s.paused ? "Resume" : "Pause", onclick: () => setPaused(s.id, !s.paused) }),
+      el("button", { type: "button", class: "ghost danger", "data-action": "delete", "aria-label": `Delete ${s.name}`, text: "Delete",
+        onclick: () => askDelete(s.id) })));
+  }
+  return cells;
+}
+
+/** The list, row by row: a row whose schedule did not change keeps its node (and the focus in it). */
+function renderSchedules() {
+  const body = $("schedules-body");
+  const focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement : null;
+  const refocus = focused && { id: focused.closest("tr").dataset.scheduleId, action: focused.dataset.action };
+  const keep = new Set(schedules.map((s) => s.id));
+  for (const [id, node] of sched.nodes) if (!keep.has(id)) { node.remove(); sched.nodes.delete(id); }
+  let position = body.firstElementChild;
+  for (const s of schedules) {
+    let node = sched.nodes.get(s.id);
+    if (!node) { node = el("tr", { "data-schedule-id": s.id, tabindex: "-1" }); sched.nodes.set(s.id, node); }
+    const key = JSON.stringify([s.updated_at, s.name, s.callback, s.description, s.paused, s.next_runs[0], s.start_at, s.end_at, access.scope]);
+    if (node.dataset.key !== key) {
+      node.dataset.key = key;
+      node.dataset.name = s.name;
+      node.dataset.paused = String(s.paused);
+      node.replaceChildren(...scheduleCells(s));
+    }
+    if (node !== position) body.insertBefore(node, position);
+    else position = position.nextElementSibling;
+  }
+  $("schedules-empty").hidden = schedules.length > 0;
+  if (refocus && !body.contains(document.activeElement)) {
+    const again = body.querySelector(`tr[data-schedule-id='${refocus.id}'] [data-action='${refocus.action}']`);
+    if (again) again.focus();
+  }
+  markSelected(false);
+}
+
+function markSelected(scroll = true) {
+  for (const [id, node] of sched.nodes) {
+    const on = id === sched.selected;
+    node.classList.toggle("selected", on);
+    if (on) node.setAttribute("aria-current", "true"); else node.removeAttribute("aria-current");
+    if (on && scroll) { node.scrollIntoView({ block: "nearest" }); node.focus({ preventScroll: true }); }
+  }
+}
+
+function putSchedule(s) {
+  const i = schedules.findIndex((x) => x.id === s.id);
+  if (i >= 0) schedules[i] = s; else schedules.push(s);
+  schedules.sort((a, b) => a.id - b.id);
+  renderSchedules();
+}
+
+async function setPaused(id, paused) {
+  const name = scheduleName(id);
+  const out = $("schedules-msg");
+  try {
+    const { data } = await api("POST", `/schedules/${id}/${paused ? "pause" : "resume"}`);
+    putSchedule(data);
+    say(out, paused ? `Paused ${name}: it makes nothing until it is resumed.`
+      : `Resumed ${name} (what the pause missed follows its catch-up policy).`, "ok");
+  } catch (err) {
+    say(out, `Not ${paused ? "paused" : "resumed"}: ${err.message}`, "bad");
+  }
+}
+
+let deleting = null;
+function askDelete(id) {
+  deleting = id;
+  $("scc-name").textContent = scheduleName(id);
+  $("sc-confirm").showModal();
+  $("scc-keep").focus();  // the safe choice has the focus
+}
+
+async function confirmDelete() {
+  const id = deleting;
+  const name = scheduleName(id);
+  $("sc-confirm").close();
+  try {
+    await api("DELETE", `/schedules/${id}`);
+    schedules = schedules.filter((s) => s.id !== id);
+    renderSchedules();
+    if ($("sc-id").value === String(id)) editSchedule(null);
+    say($("schedules-msg"), `Deleted ${name}. The events of its past occurrences stay.`, "ok");
+  } catch (err) {
+    say($("schedules-msg"), `Not deleted: ${err.message}`, "bad");
+  }
+}
+
+// The form.
+
+function checkSchedulePayload() {
+  const result = parseObject($("sc-payload").value);
+  const msg = $("sc-payload-msg");
+  msg.textContent = result.error || "Valid JSON object.";
+  msg.className = "field-msg " + (result.error ? "bad" : "ok");
+  $("sc-payload").setAttribute("aria-invalid", String(Boolean(result.error)));
+  return result;
+}
+
+function syncRuleKind() {
+  const every = $("sc-rule-every").checked;
+  $("sc-cron-wrap").hidden = every;
+  $("sc-every-wrap").hidden = !every;
+  $("sc-limit-wrap").hidden = $("sc-catchup").value !== "all";
+}
+
+/** The rule as typed: {rule} for the API, or {empty: true} while there is no cron or interval yet. */
+function ruleOf() {
+  const rule = { timezone: $("sc-timezone").value.trim() || "UTC", start_at: null, end_at: null };
+  if ($("sc-rule-every").checked) {
+    const text = $("sc-every").value.trim();
+    if (!text) return { empty: true };
+    rule.every = Number(text) * Number($("sc-every-unit").value);
+  } else {
+    const cron = $("sc-cron").value.trim();
+    if (!cron) return { empty: true };
+    rule.cron = cron;
+  }
+  if ($("sc-start").value) rule.start_at = localToIso($("sc-start").value);
+  if ($("sc-end").value) rule.end_at = localToIso($("sc-end").value);
+  return { rule };
+}
+
+function clearFieldMarks() {
+  for (const id of Object.values(FIELD_INPUTS)) if (id !== "sc-payload") $(id).removeAttribute("aria-invalid");
+}
+
+/** Point at the field a 422 names (details.field, or pydantic's details.fields[].field). */
+function markField(err) {
+  const details = (err && err.details) || {};
+  const names = [details.field, ...(details.fields || []).map((f) => String(f.field).split(".").pop())];
+  for (const name of names) if (FIELD_INPUTS[name]) $(FIELD_INPUTS[name]).setAttribute("aria-invalid", "true");
+}
+
+function schedulePreview() {
+  clearTimeout(sched.previewTimer);
+  const { rule } = ruleOf();
+  sched.previewSeq += 1;  // whatever is on its way is for a rule no longer typed
+  if (!rule) {
+    $("sc-desc").textContent = "";
+    $("sc-runs").replaceChildren();
+    $("sc-preview-msg").textContent = "Type a cron or an interval to see when it runs.";
+    $("sc-preview-msg").className = "field-msg hint";
+    return;
+  }
+  $("sc-preview").classList.add("stale");
+  sched.previewTimer = setTimeout(() => previewNow(rule), PREVIEW_DELAY);
+}
+
+async function previewNow(rule) {
+  const seq = ++sched.previewSeq;
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(rule)) if (value !== null && value !== undefined) params.set(key, String(value));
+  let answer = null;
+  let failure = null;
+  try { answer = (await api("GET", "/schedules/preview?" + params.toString())).data; } catch (err) { failure = err; }
+  if (seq !== sched.previewSeq) return;  // overtaken by newer typing
+  $("sc-preview").classList.remove("stale");
+  clearFieldMarks();
+  const msg = $("sc-preview-msg");
+  if (failure) {
+    $("sc-desc").textContent = "";
+    $("sc-runs").replaceChildren();
+    msg.textContent = failure.message;
+    msg.className = "field-msg bad";
+    markField(failure);
+    return;
+  }
+  $("sc-desc").textContent = answer.description;
+  $("sc-runs").replaceChildren(...answer.next_runs.map((iso) => runItem(iso, rule.timezone)));
+  msg.textContent = answer.next_runs.length ? `In your time (${ZONE}); UTC below each.`
+    : "It never runs again: the end comes before its next occurrence.";
+  msg.className = "field-msg " + (answer.next_runs.length ? "hint" : "bad");
+}
+
+/** One previewed run: the person's time, UTC, and the schedule zone's time when that is another zone. */
+function runItem(iso, zone) {
+  const date = new Date(iso);
+  const item = el("li", { "data-utc": date.toISOString() },
+    el("time", { datetime: date.toISOString(), title: utcText(date), text: fmtFull.format(date) }),
+    el("span", { class: "utc", text: utcText(date) }));
+  if (zone && zone !== ZONE && zone !== "UTC") {
+    try {
+      const there = new Intl.DateTimeFormat(undefined, { timeZone: zone, weekday: "short", month: "short", day: "numeric",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+      item.append(el("span", { class: "there", text: `${there.format(date)} in ${zone}` }));
+    } catch { /* a zone this browser does not know: the server knew it, the two lines above say it all */ }
+  }
+  return item;
+}
+
+function everyParts(seconds) {
+  for (const unit of [86400, 3600, 60]) if (seconds >= unit && seconds % unit === 0) return [seconds / unit, unit];
+  return [seconds, 1];
+}
+
+/** Fill the form with a schedule to edit (by id), or empty it for a new one (null). */
+function editSchedule(id) {
+  const s = id === null ? null : schedules.find((x) => x.id === id);
+  $("sc-id").value = s ? String(s.id) : "";
+  $("sc-name").value = s ? s.name : "";
+  if (s) $("sc-callback").value = s.callback;
+  $("sc-payload").value = s ? JSON.stringify(s.payload, null, 2) : "{}";
+  $("sc-rule-every").checked = Boolean(s && s.every !== null && s.every !== undefined);
+  $("sc-rule-cron").checked = !$("sc-rule-every").checked;
+  $("sc-cron").value = s && s.cron ? s.cron : "";
+  const [n, unit] = s && s.every ? everyParts(s.every) : ["", 60];
+  $("sc-every").value = String(n);
+  $("sc-every-unit").value = String(unit);
+  $("sc-timezone").value = s ? s.timezone : defaultZone();
+  $("sc-start").value = s && s.start_at ? isoToLocalInput(s.start_at) : "";
+  $("sc-end").value = s && s.end_at ? isoToLocalInput(s.end_at) : "";
+  $("sc-catchup").value = s ? s.catch_up : "skip";
+  $("sc-limit").value = String(s ? s.catch_up_limit : 100);
+  $("sc-overlap").value = s ? s.overlap : "allow";
+  $("sc-form-title").textContent = s ? `Edit ${s.name}` : "New schedule";
+  $("sc-submit").textContent = s ? "Save" : "Create";
+  $("sc-cancel").hidden = !s;
+  say($("sc-result"), "");
+  clearFieldMarks();
+  checkSchedulePayload();
+  syncRuleKind();
+  schedulePreview();
+  if (s) $("sc-name").focus();
+}
+
+function defaultZone() {
+  return ZONE === "local time" ? "UTC" : ZONE;
+}
+
+async function submitSchedule(e) {
+  e.preventDefault();
+  const out = $("sc-result");
+  const id = $("sc-id").value;
+  clearFieldMarks();
+  const name = $("sc-name").value.trim();
+  if (!name) { say(out, "A schedule needs a name.", "bad"); $("sc-name").setAttribute("aria-invalid", "true"); $("sc-name").focus(); return; }
+  const payload = checkSchedulePayload();
+  if (payload.error) { say(out, "Nothing was saved: fix the payload first.", "bad"); $("sc-payload").focus(); return; }
+  const { rule } = ruleOf();
+  if (!rule) {
+    say(out, "Say when it runs: a cron, or an interval.", "bad");
+    ($("sc-rule-every").checked ? $("sc-every") : $("sc-cron")).focus();
+    return;
+  }
+  const body = { name, callback: $("sc-callback").value, payload: payload.value, timezone: rule.timezone,
+    catch_up: $("sc-catchup").value, overlap: $("sc-overlap").value };
+  if (!body.callback) { say(out, "Pick a callback (create one on the Callbacks page).", "bad"); return; }
+  if (rule.cron) body.cron = rule.cron; else body.every = rule.every;
+  if (id) {  // an edit sends the whole rule: the other kind and an emptied bound are cleared
+    if (rule.cron) body.every = null; else body.cron = null;
+    body.start_at = rule.start_at;
+    body.end_at = rule.end_at;
+  } else {
+    if (rule.start_at) body.start_at = rule.start_at;
+    if (rule.end_at) body.end_at = rule.end_at;
+  }
+  if (body.catch_up === "all") body.catch_up_limit = Number($("sc-limit").value) || 100;
+  $("sc-submit").disabled = true;
+  try {
+    const { data } = id ? await api("PATCH", `/schedules/${id}`, body) : await api("POST", "/schedules", body);
+    putSchedule(data);
+    editSchedule(null);
+    sched.selected = data.id;
+    markSelected(false);
+    say(out, "", "ok");
+    out.append(`${id ? "Saved" : "Created"} ${data.name}; `,
+      data.next_runs.length ? el("span", {}, "next run ", timeEl(data.next_runs[0], true), ".") : "it has no run ahead.");
+  } catch (err) {
+    say(out, `Not saved: ${err.message}`, "bad");
+    markField(err);
+  } finally {
+    $("sc-submit").disabled = false;
+  }
+}
+
+function setupSchedules() {
+  $("sc-zone-name").textContent = ZONE;
+  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  $("sc-zones").replaceChildren(...["UTC", ...zones.filter((z) => z !== "UTC")].map((z) => el("option", { value: z })));
+  $("sc-payload").addEventListener("input", checkSchedulePayload);
+  for (const id of ["sc-cron", "sc-every", "sc-timezone"]) $(id).addEventListener("input", schedulePreview);
+  for (const id of ["sc-every-unit", "sc-start", "sc-end", "sc-rule-cron", "sc-rule-every"]) {
+    $(id).addEventListener("change", () => { syncRuleKind(); schedulePreview(); });
+  }
+  $("sc-catchup").addEventListener("change", syncRuleKind);
+  $("sc-cancel").addEventListener("click", () => editSchedule(null));
+  $("sc-form").addEventListener("submit", submitSchedule);
+  $("scc-delete").addEventListener("click", confirmDelete);
+  $("scc-keep").addEventListener("click", () => $("sc-confirm").close());
+  $("sc-confirm").addEventListener("close", () => { deleting = null; });
+  live.onChanges(scheduleReload);  // an occurrence made or run moves a next run
+  live.onResync(scheduleReload);
+  setInterval(() => { if (scheduleViewShown()) loadSchedules().catch(() => {}); }, 15000);
+  editSchedule(null);
+}
+
+/** A link to the schedule that made an event (in its row and its detail). */
+function scheduleLink(id, text, attrs = {}) {
+  return el("a", { ...attrs, href: `#schedules?id=${id}`, "data-schedule": id, text,
+    onclick: (e) => { e.stopPropagation(); if ($("detail").open) $("detail").close(); },
+    onkeydown: (e) => e.stopPropagation() });  // Enter follows the link; the row's Enter would open the detail
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1310,19 +1700,25 @@ function setupDesk() {
 // ---------------------------------------------------------------------------------------------
 // Pages and start.
 
-const VIEWS = ["events", "callbacks", "desk"];
+const VIEWS = ["events", "schedules", "callbacks", "desk"];
 
 function route() {
   if (!access.scope) { for (const name of VIEWS) $("view-" + name).hidden = true; return; }
-  const view = (location.hash.replace("#", "") || "events").split("?")[0];
+  const [view, query] = (location.hash.replace("#", "") || "events").split("?");
   const allowed = (name) => name !== "desk" || can("desk") || can("write");
   const known = VIEWS.includes(view) && allowed(view) ? view : "events";
   for (const name of VIEWS) $("view-" + name).hidden = name !== known;
   document.querySelectorAll("nav a").forEach((a) => {
     if (a.dataset.view === known) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   });
-  document.title = { events: "Events", callbacks: "Callbacks", desk: "Alert desk" }[known] + " · Punctual";
+  document.title = { events: "Events", schedules: "Schedules", callbacks: "Callbacks", desk: "Alert desk" }[known] + " · Punctual";
   if (known === "callbacks") loadCallbacks().catch((err) => showNotice("Could not load callbacks: " + err.message));
+  if (known === "schedules") {
+    const id = Number(new URLSearchParams(query || "").get("id"));
+    sched.selected = id || null;
+    loadSchedules().then(() => markSelected(Boolean(id)))
+      .catch((err) => showNotice("Could not load schedules: " + err.message));
+  }
 }
 
 /** Show the page for the identity in `access`: on load, and again after a new token (maybe another scope). */
@@ -1332,10 +1728,12 @@ async function signedIn(changed = true) {
   if (!changed && document.body.dataset.ready === "true") return;  // same token holder: nothing to redo
   if ($("detail").open) $("detail").close();
   editCallback(null);
+  editSchedule(null);
   route();
   deskAccess();
   connectLive();  // subscribe first, then read: nothing committed in between is missed
   try { await loadCallbacks(); } catch (err) { showNotice("Could not load callbacks: " + err.message); }
+  loadSchedules().catch(() => { /* names for the events' links; the Schedules page says if it cannot read */ });
   await whenSubscribed(3000);
   // A new chain of reads: one of the old chain may be waiting for this very sign-in (a 401 asks for a
   // token, then sends the request again), and would never let this list read through.
@@ -1361,6 +1759,7 @@ async function start() {
   setupDetail();
   setupSchedule();
   setupCallbacks();
+  setupSchedules();
   setupDesk();
   $("filters").addEventListener("change", onFilter);
   $("filters").addEventListener("reset", () => setTimeout(onFilter, 0));

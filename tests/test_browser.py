@@ -477,7 +477,7 @@ def test_callbacks_page_creates_edits_and_deletes_and_pages_fit_a_narrow_screen(
     page.wait_for_selector("tr[data-name='Notify']", state="detached")
 
     page.set_viewport_size({"width": 390, "height": 844})
-    for view in ("events", "callbacks", "desk"):
+    for view in ("events", "schedules", "callbacks", "desk"):
         page.goto(f"{app.url}/#{view}")
         page.wait_for_selector("body[data-ready='true']")
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
@@ -859,3 +859,221 @@ def test_the_api_docs_page_lists_every_operation_with_the_tabs_token_and_tries_o
     other.page.press("#token", "Enter")
     other.page.wait_for_selector(".opblock")
     assert all("status of 401" in e for e in other.errors), other.errors
+
+
+# -- schedules (issue 12 point 6) --------------------------------------------------------------------
+
+def instants(values) -> list[datetime]:
+    return [datetime.fromisoformat(v.replace("Z", "+00:00")) for v in values]
+
+
+def previewed(page) -> list[str]:
+    return page.eval_on_selector_all("#sc-runs li", "items => items.map((li) => li.dataset.utc)")
+
+
+def wait_preview(page, changed_from: list[str] | None = None, timeout: float = 5000) -> list[str]:
+    """Five runs shown and settled (no request pending), and other than `changed_from` when given."""
+    page.wait_for_function("""(before) => {
+        const runs = [...document.querySelectorAll('#sc-runs li')].map((li) => li.dataset.utc);
+        return runs.length === 5 && !document.getElementById('sc-preview').classList.contains('stale')
+          && JSON.stringify(runs) !== JSON.stringify(before);
+    }""", arg=changed_from, timeout=timeout)
+    return previewed(page)
+
+
+def test_a_schedule_made_from_the_form_previews_its_next_runs_while_typing_and_lists_them(start_app, context):
+    app = start_app(**APP_ENV)
+    watched = tab(context, app.url + "/#schedules")
+    page = watched.page
+    page.wait_for_selector("#view-schedules:not([hidden])")
+    assert page.input_value("#sc-timezone") == ZONE  # the browser's zone by default
+    assert page.eval_on_selector("#sc-zones", "list => list.options.length") > 300  # every zone the browser knows
+    page.fill("#sc-name", "weekly report")
+    page.select_option("#sc-callback", "Addition")
+    page.fill("#sc-payload", '{"x": 1, "y": ')
+    assert "Not valid JSON" in page.text_content("#sc-payload-msg")  # checked as you type
+    page.fill("#sc-payload", '{"x": 1, "y": 2}')
+    page.fill("#sc-timezone", "Europe/Paris")
+    asked = lambda: [r for r in watched.requests if "/schedules/preview?" in r]  # noqa: E731
+    page.type("#sc-cron", "30 2 * * *", delay=40)
+    first = wait_preview(page)
+    # Debounced: one request for the rule as finally typed, not one per key.
+    assert 1 <= len(asked()) <= 3, asked()
+    paris = ZoneInfo("Europe/Paris")
+    assert all(f"{w.astimezone(paris):%H:%M}" in ("02:30", "03:00") for w in instants(first))  # 03:00: the gap
+    assert page.text_content("#sc-desc") == "At 02:30 AM (Europe/Paris)"
+    # Each run in the person's zone (New York here), with UTC under it and the schedule's zone's time.
+    item = page.locator("#sc-runs li").first
+    when = instants(first)[:1][0]
+    assert item.locator(".utc").text_content() == f"{when:%Y-%m-%d %H:%M:%S} UTC"
+    assert item.locator("time").get_attribute("title").endswith(" UTC")
+    local = when.astimezone(ZoneInfo(ZONE))
+    assert f"{local:%H:%M:%S}" in item.locator("time").text_content()
+    assert "in Europe/Paris" in item.locator(".there").text_content()
+    # Typing on changes it.
+    page.fill("#sc-cron", "0 9 * * 1")
+    runs = wait_preview(page, first)
+    assert all(f"{w.astimezone(paris):%a %H:%M}" == "Mon 09:00" for w in instants(runs))
+    assert page.text_content("#sc-desc") == "At 09:00 AM, only on Monday (Europe/Paris)"
+    screenshot(page, "schedule-form-preview")
+
+    page.click("#sc-submit")
+    page.wait_for_selector("#sc-result.ok")
+    row = page.locator("tr[data-name='weekly report']")
+    row.wait_for()
+    stored = requests.get(app.url + "/schedules").json()["schedules"][0]
+    # What the form previewed is what the server made: the same five instants.
+    assert instants(runs) == instants(stored["next_runs"])
+    assert (stored["cron"], stored["timezone"], stored["payload"]) == ("0 9 * * 1", "Europe/Paris", {"x": 1, "y": 2})
+    assert row.locator("td.rule .desc").text_content() == "At 09:00 AM, only on Monday (Europe/Paris)"
+    next_run = row.locator("td.next time")
+    assert instants([next_run.get_attribute("datetime")]) == instants(stored["next_runs"][:1])
+    assert next_run.get_attribute("title").endswith(" UTC")  # UTC on hover, as elsewhere
+    assert row.locator(".badge").text_content() == "active"
+    assert page.input_value("#sc-name") == "" and page.text_content("#sc-runs") == ""  # ready for the next one
+    screenshot(page, "schedules")
+
+    # Edit: the form is filled from the schedule; an interval replaces the cron.
+    page.click("button[aria-label='Edit weekly report']")
+    assert page.input_value("#sc-cron") == "0 9 * * 1" and page.input_value("#sc-timezone") == "Europe/Paris"
+    assert page.text_content("#sc-submit") == "Save"
+    wait_preview(page)
+    page.check("#sc-rule-every")
+    page.fill("#sc-every", "2")
+    page.select_option("#sc-every-unit", "3600")
+    page.select_option("#sc-catchup", "all")
+    page.fill("#sc-limit", "7")
+    page.wait_for_function("document.getElementById('sc-desc').textContent === 'Every 2 hours'")
+    page.click("#sc-submit")
+    page.wait_for_selector("tr[data-name='weekly report'] td.rule .desc >> text=Every 2 hours")
+    edited = requests.get(f"{app.url}/schedules/{stored['id']}").json()
+    assert (edited["cron"], edited["every"], edited["catch_up"], edited["catch_up_limit"]) == (None, 7200, "all", 7)
+    assert not watched.errors and not watched.dialogs, (watched.errors, watched.dialogs)
+
+
+def test_a_bad_cron_shows_the_servers_reason_as_typed_and_when_saved_and_nothing_is_made(start_app, context, db_url):
+    app = start_app(**APP_ENV)
+    watched = tab(context, app.url + "/#schedules")
+    page = watched.page
+    page.fill("#sc-name", "broken")
+    page.fill("#sc-cron", "61 * * * *")
+    page.wait_for_selector("#sc-preview-msg.bad")
+    reason = requests.get(app.url + "/schedules/preview", params={"cron": "61 * * * *", "timezone": ZONE})
+    assert reason.status_code == 422
+    assert page.text_content("#sc-preview-msg") == reason.json()["error"]["message"]
+    assert page.get_attribute("#sc-cron", "aria-invalid") == "true"
+    assert page.locator("#sc-runs li").count() == 0
+    page.click("#sc-submit")
+    page.wait_for_selector("#sc-result.bad")
+    refused = requests.post(app.url + "/schedules", json={"name": "broken", "callback": "Addition",
+                                                          "cron": "61 * * * *", "timezone": ZONE})
+    assert page.text_content("#sc-result") == "Not saved: " + refused.json()["error"]["message"]
+    screenshot(page, "schedule-bad-cron")
+    # An unknown zone, the same way; fixed, the preview comes back.
+    page.fill("#sc-cron", "0 9 * * *")
+    page.fill("#sc-timezone", "Mars/Olympus")
+    page.wait_for_selector("#sc-preview-msg.bad >> text=unknown time zone")
+    assert page.get_attribute("#sc-timezone", "aria-invalid") == "true"
+    page.fill("#sc-timezone", "Asia/Kolkata")
+    wait_preview(page)
+    assert page.get_attribute("#sc-timezone", "aria-invalid") is None
+    assert sql(db_url, "SELECT count(*) AS n FROM schedules") == [{"n": 0}]
+    assert count_events(db_url) == 0
+    assert all("status of 422" in e for e in watched.errors), watched.errors  # the refusals, logged as loads
+
+
+def test_pause_resume_and_delete_from_the_list_and_the_events_of_past_occurrences_stay(start_app, context, db_url):
+    app = start_app(**APP_ENV)
+    made = requests.post(app.url + "/schedules", json={"name": "hourly", "callback": "Addition", "every": 3600})
+    assert made.status_code == 201, made.text
+    schedule = made.json()
+    watched = tab(context, app.url + "/#schedules")
+    page = watched.page
+    row = f"tr[data-schedule-id='{schedule['id']}']"
+    page.wait_for_selector(f"{row}[data-paused='false']")
+    page.click("button[aria-label='Pause hourly']")
+    page.wait_for_selector(f"{row}[data-paused='true']")
+    assert requests.get(f"{app.url}/schedules/{schedule['id']}").json()["paused"] is True
+    assert page.text_content(f"{row} td.next") == "— paused"
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Resume hourly"  # focus kept
+    screenshot(page, "schedule-paused")
+    page.click("button[aria-label='Resume hourly']")
+    page.wait_for_selector(f"{row}[data-paused='false']")
+    assert requests.get(f"{app.url}/schedules/{schedule['id']}").json()["paused"] is False
+    assert page.locator(f"{row} td.next time").count() == 1
+
+    # Delete asks first, and says the past stays; "Keep it" keeps it.
+    sql(db_url, """INSERT INTO events (callback_id, state, finished_at, schedule_id, source)
+                   SELECT id, 'finished', now(), %s, 'schedule' FROM callbacks WHERE name = 'Addition'""",
+        (schedule["id"],))
+    page.click("button[aria-label='Delete hourly']")
+    page.wait_for_selector("#sc-confirm[open]")
+    assert "events of its past occurrences stay" in page.text_content("#sc-confirm")
+    assert page.text_content("#scc-name") == "hourly"
+    screenshot(page, "schedule-delete")
+    page.click("#scc-keep")
+    page.wait_for_selector("#sc-confirm", state="hidden")
+    assert requests.get(f"{app.url}/schedules/{schedule['id']}").status_code == 200
+    page.click("button[aria-label='Delete hourly']")
+    page.click("#scc-delete")
+    page.wait_for_selector(row, state="detached")
+    assert "past occurrences stay" in page.text_content("#schedules-msg")
+    assert requests.get(f"{app.url}/schedules/{schedule['id']}").status_code == 404
+    # The past occurrence's event stays; the pending one (made again at the resume) was cancelled.
+    states = [r["state"] for r in sql(db_url, "SELECT state FROM events ORDER BY id")]
+    assert states.count("finished") == 1 and "scheduled" not in states, states
+    assert not watched.errors and not watched.dialogs, (watched.errors, watched.dialogs)
+
+
+def test_an_occurrences_event_links_to_its_schedule(start_app, context):
+    app = start_app(**APP_ENV)
+    schedule = requests.post(app.url + "/schedules", json={"name": "daily 9", "callback": "Addition",
+                                                           "cron": "0 9 * * *", "timezone": "Europe/Paris"}).json()
+    other = requests.post(app.url + "/events", json={"callback": "Addition",
+                                                     "scheduled_for": "2031-01-01T00:00:00Z"}).json()
+    event = requests.get(app.url + "/events", params={"state": "scheduled"}).json()["events"]
+    occurrence = next(e for e in event if e["schedule_id"] == schedule["id"])
+    watched = tab(context, app.url + "/")
+    page = watched.page
+    row = f"tr[data-id='{occurrence['id']}']"
+    page.wait_for_selector(row)
+    # In the row: a small link to the schedule; an ordinary event has none.
+    assert page.get_attribute(f"{row} a.from-schedule", "href") == f"#schedules?id={schedule['id']}"
+    assert page.locator(f"tr[data-id='{other['id']}'] a.from-schedule").count() == 0
+    # In the detail: the schedule by name.
+    page.click(f"{row} td.state")
+    page.wait_for_selector("#detail[open]")
+    link = page.locator("#d-facts a[data-schedule]")
+    link.wait_for()
+    page.wait_for_function("document.querySelector('#d-facts a[data-schedule]').textContent === 'daily 9'")
+    screenshot(page, "event-schedule-link")
+    link.click()
+    page.wait_for_selector("#detail", state="hidden")
+    page.wait_for_selector(f"#view-schedules:not([hidden]) tr[data-schedule-id='{schedule['id']}'].selected")
+    assert page.evaluate("location.hash") == f"#schedules?id={schedule['id']}"
+    assert page.get_attribute("nav a[data-view='schedules']", "aria-current") == "page"
+    # And from the row's own link, without opening the detail.
+    page.goto(app.url + "/#events")
+    page.wait_for_selector(row)
+    page.click(f"{row} a.from-schedule")
+    page.wait_for_selector(f"tr[data-schedule-id='{schedule['id']}'].selected")
+    assert not page.is_visible("#detail")
+    assert not watched.errors, watched.errors
+
+
+def test_a_read_token_sees_the_schedules_but_cannot_change_them(start_app, context, db_url):
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    token = add_token(db_url, "rita", "read")
+    schedule = as_admin(app, "POST", "/schedules", json={"name": "nightly", "callback": "Addition",
+                                                         "cron": "30 2 * * *", "timezone": "Europe/Paris"})
+    watched = tab(context, app.url + "/#schedules", token)
+    page = watched.page
+    row = page.locator(f"tr[data-schedule-id='{schedule['id']}']")
+    row.wait_for()
+    assert row.locator("td.rule .desc").text_content() == "At 02:30 AM (Europe/Paris)"
+    assert row.locator("td.next time").count() == 1
+    assert page.locator("#schedules-body button").count() == 0  # no edit, pause, resume or delete
+    assert page.is_hidden("#sc-form") and page.is_hidden("#sc-submit")
+    assert not [r for r in watched.requests if "/schedules/preview" in r]
+    screenshot(page, "schedules-read-only")
+    assert not watched.errors, watched.errors
