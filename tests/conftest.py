@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -190,6 +191,20 @@ def live_client(settings, db, engine):
     from app import create_app
 
     return create_app(settings, db, engine, engine.metrics).test_client()
+
+
+@pytest.fixture
+def embedded_data_dir():
+    """A DATA_DIR for an app's own embedded server (not yet created), outside pytest's tmp_path tree.
+
+    As root, pgserver runs initdb and postgres as its unprivileged `pgserver` user and opens each parent
+    folder to it; pytest keeps /tmp/pytest-of-<user> at 0700 and closes it again whenever another pytest
+    run starts on the machine, and the server then fails ("could not open file .../PG_VERSION: Permission
+    denied").
+    """
+    root = Path(tempfile.mkdtemp(prefix="punctual-data-"))
+    yield root / "data"
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -25,9 +25,9 @@ def _event_result(app: AppProcess, event_id: int) -> dict:
                     f"event {event_id} to finish")
 
 
-def test_without_database_url_an_embedded_postgres_serves_runs_and_keeps_events_across_restarts(start_app,
-                                                                                             tmp_path):
-    data_dir = tmp_path / "data"
+def test_without_database_url_an_embedded_postgres_serves_runs_and_keeps_events_across_restarts(
+        start_app, embedded_data_dir):
+    data_dir = embedded_data_dir
     env = {"DATABASE_URL": None, "DATA_DIR": str(data_dir), "PYTHON_HANDLER_MODULES": ""}
     try:
         first = start_app(**env)

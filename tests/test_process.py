@@ -430,10 +430,10 @@ def test_start_up_prints_a_handful_of_lines_then_a_banner_with_the_page_the_docs
     assert "received: stopping" in app.log_text() and secret not in app.log_text()
 
 
-def test_start_up_on_the_embedded_database_is_as_short_and_names_its_folder(start_app, tmp_path):
+def test_start_up_on_the_embedded_database_is_as_short_and_names_its_folder(start_app, embedded_data_dir):
     """The newcomer's path (no DATABASE_URL): the embedded server's set-up goes to punctual.log, not the console."""
     pgserver = pytest.importorskip("pgserver")
-    data_dir = tmp_path / "data"
+    data_dir = embedded_data_dir
     try:
         app = start_app(DATABASE_URL=None, DATA_DIR=str(data_dir), LOG_LEVEL=None)
         shown = assert_a_short_start_ending_with_the_banner(app)
