@@ -24,9 +24,13 @@ setup: $(VENV)/.installed
 run: $(VENV)/.installed-run
 	$(BIN)/python app.py
 
-# TEST_DATABASE_URL (or DATABASE_URL) picks a PostgreSQL server; without either the tests start an embedded one.
+# TEST_DATABASE_URL (or DATABASE_URL) picks a PostgreSQL server; without either the tests start an embedded one
+# (one per worker). The suite runs in PYTEST_WORKERS processes (pytest-xdist; 0 runs it in this one): the tests
+# mostly wait on app processes, sockets and PostgreSQL, so 4 workers beat 2 on 2 cores. worksteal: an idle
+# worker takes tests queued on a busy one, so the long fault tests do not leave a worker running alone at the end.
+PYTEST_WORKERS ?= 4
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/run.py
