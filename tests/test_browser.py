@@ -1016,7 +1016,7 @@ def test_pause_resume_and_delete_from_the_list_and_the_events_of_past_occurrence
     page.wait_for_selector("#sc-confirm[open]")
     assert "The events of its past occurrences stay" in " ".join(page.text_content("#sc-confirm").split())
     assert page.text_content("#scc-name") == "hourly"
-    screenshot(page, "schedule-delete")
+    screenshot(page, "schedule-delete", full_page=False)  # the dialog as seen, not a stretched backdrop
     page.click("#scc-keep")
     page.wait_for_selector("#sc-confirm", state="hidden")
     assert requests.get(f"{app.url}/schedules/{schedule['id']}").status_code == 200
