@@ -307,6 +307,23 @@ class ScheduleList(BaseModel):
     schedules: list[Schedule]
 
 
+class PreviewQuery(StrictQuery):
+    """The rule's fields of ScheduleCreate, with the same limits; nothing else is needed to say when it runs."""
+
+    cron: Optional[str] = Field(None, max_length=200,
+                                description="5 fields (minute hour day month weekday), or 6 with seconds first")
+    every: Optional[float] = Field(None, ge=1, le=366 * 86400, description="seconds between occurrences")
+    timezone: str = Field("UTC", max_length=100, description="IANA name the cron is read in")
+    start_at: Optional[Instant] = None
+    end_at: Optional[Instant] = None
+
+
+class Preview(BaseModel):
+    next_runs: list[datetime] = Field(description="the next 5 instants, UTC (an interval counted from start_at, "
+                                                  "else from now: a schedule counts from its creation)")
+    description: str = Field(description="the rule in words")
+
+
 # -- Kafka ------------------------------------------------------------------------------------
 
 class AlertCreate(Strict):

@@ -32,7 +32,7 @@ import audit
 from controllers.events import SELECT as EVENT_SELECT
 from db import Database, DictCursor
 from errors import Conflict, Invalid, NotFound
-from schemas import ScheduleCreate, ScheduleUpdate
+from schemas import PreviewQuery, ScheduleCreate, ScheduleUpdate
 
 log = logging.getLogger("punctual.schedules")
 
@@ -225,6 +225,16 @@ def _read(cur: DictCursor, schedule_id: int, lock: bool = False) -> dict[str, An
     if row is None:
         raise NotFound(f"schedule {schedule_id} does not exist")
     return row
+
+
+def preview(query: PreviewQuery) -> dict[str, Any]:
+    """When a rule would run, without making anything: the same checks (and reasons) as a create, the next runs
+    and the rule in words. An interval counts from start_at, else from now (a schedule counts from its creation)."""
+    _validate(query.model_dump())
+    rule = Rule(cron=query.cron, every=query.every, zone=parse_zone(query.timezone), start_at=query.start_at,
+                end_at=query.end_at)
+    return {"next_runs": rule.next_runs(datetime.now(timezone.utc)),
+            "description": describe({"cron": query.cron, "every_seconds": query.every, "timezone": query.timezone})}
 
 
 def list_schedules(db: Database) -> list[dict[str, Any]]:

@@ -1,24 +1,12 @@
 """/schedules: recurring events (DESIGN.md "Schedules"): create, list, read, change, pause, resume, delete."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Optional
-
 from flask import Response
 from flask_openapi3 import Tag
-from pydantic import BaseModel, Field
 
 from controllers import schedules
 from routes import ERRORS, Blueprint, answer, needs, services
-from schemas import (
-    Instant,
-    Schedule,
-    ScheduleCreate,
-    ScheduleList,
-    SchedulePath,
-    ScheduleUpdate,
-    StrictQuery,
-)
+from schemas import Preview, PreviewQuery, Schedule, ScheduleCreate, ScheduleList, SchedulePath, ScheduleUpdate
 
 tag = Tag(name="schedules", description="Recurring events: a cron or an interval, in any time zone")
 bp = Blueprint("schedules", __name__, abp_tags=[tag], abp_responses=ERRORS)
@@ -41,35 +29,12 @@ def create_schedule(body: ScheduleCreate) -> Response:
     return answer(schedules.create_schedule(services().db, body, _stats()), 201)
 
 
-class PreviewQuery(StrictQuery):
-    """The rule's fields of ScheduleCreate, with the same limits; nothing else is needed to say when it runs."""
-
-    cron: Optional[str] = Field(None, max_length=200,
-                                description="5 fields (minute hour day month weekday), or 6 with seconds first")
-    every: Optional[float] = Field(None, ge=1, le=366 * 86400, description="seconds between occurrences")
-    timezone: str = Field("UTC", max_length=100, description="IANA name the cron is read in")
-    start_at: Optional[Instant] = None
-    end_at: Optional[Instant] = None
-
-
-class Preview(BaseModel):
-    next_runs: list[datetime] = Field(description="the next 5 instants, UTC (an interval counted from start_at, "
-                                                  "else from now: a schedule counts from its creation)")
-    description: str = Field(description="the rule in words")
-
-
 # A GET with the rule in the query: it writes nothing, so it is a read (every read here is a GET).
 @bp.get("/schedules/preview", responses={200: Preview}, security=needs("read"))
 def preview_schedule(query: PreviewQuery) -> Response:
     """When a rule would run, without making anything: `next_runs` and `description` as a schedule with this
     rule would answer them; 422 with the reason for a rule that POST /schedules would refuse."""
-    values = query.model_dump()
-    schedules._validate(values)  # the same checks, and the same reasons, as a create
-    rule = schedules.Rule(cron=query.cron, every=query.every, zone=schedules.parse_zone(query.timezone),
-                          start_at=query.start_at, end_at=query.end_at)
-    row = {"cron": query.cron, "every_seconds": query.every, "timezone": query.timezone}
-    return answer({"next_runs": rule.next_runs(datetime.now(timezone.utc)),
-                   "description": schedules.describe(row)})
+    return answer(schedules.preview(query))
 
 
 @bp.get("/schedules/<int:schedule_id>", responses={200: Schedule}, security=needs("read"))
