@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def plan(target: str) -> str:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    done = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    # --no-print-directory: under `make test` this make is a sub-make (MAKELEVEL is inherited) and would print
+    # "make[1]: Entering/Leaving directory" around its plan.
+    done = subprocess.run(["make", "--no-print-directory", "-n", "-B", target], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
