@@ -616,6 +616,8 @@ def test_a_write_token_refused_after_its_scope_changed_gets_a_readable_message_a
     # The page asks again who it is, and shows what the token may do now (and says why the form went).
     page.wait_for_selector("#s-submit", state="hidden")
     assert page.text_content("#who-scope") == "read"
+    # The notice comes once the page has read its data again with the new scope (after the form went).
+    page.wait_for_selector("#notice:not([hidden])", timeout=10_000)
     assert page.text_content("#notice") == ('Your token "walt" now has the read scope: what it does not allow is '
                                             "no longer shown.")
     assert count_events(db_url) == 0
