@@ -366,11 +366,12 @@ def key_of(schedule_id: int, instant: datetime) -> str:
 
 
 def missable_schedules(db: Database) -> list[int]:
-    """Schedules a catch-up round must look at: those whose next occurrence is due (or was never made), and
-    those with a made occurrence still waiting past its instant; a schedule whose pending occurrence is in the
-    future has missed nothing (a restart with 10,000 schedules reads them once, not each under its lock)."""
+    """Schedules a catch-up round must look at: those whose next occurrence is due, and those with a made
+    occurrence still waiting past its instant. A schedule whose pending occurrence is in the future has missed
+    nothing, nor has one never advanced (made_until NULL: its first occurrence is simply made by the next
+    round), so a start with 10,000 schedules reads them once instead of locking each before it serves."""
     rows = db.query("""SELECT s.id FROM schedules s
-                       WHERE NOT s.paused AND (s.made_until IS NULL OR s.made_until <= now() + %s
+                       WHERE NOT s.paused AND (s.made_until <= now() + %s
                              OR EXISTS (SELECT 1 FROM events e WHERE e.schedule_id = s.id AND e.state = 'scheduled'
                                           AND e.scheduled_for < now() - %s))
                        ORDER BY s.id""", (LOOKAHEAD, LATE))
