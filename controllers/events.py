@@ -161,24 +161,24 @@ def _event_row(values: tuple[Any, ...], names: dict[int, str]) -> dict[str, Any]
 def create_events(db: Database, items: list[EventCreate], source: str = "api") -> list[tuple[dict[str, Any], bool]]:
     """Create events in one statement: all of them or none. Returns (event, created) pairs.
 
-    The callback lookup and the insert are separate statements in autocommit (two round trips, no
-    BEGIN or COMMIT): the INSERT alone is atomic, and a callback deleted in between fails it on the
-    foreign key, answered below like any unknown callback.
+    Their audit lines are written inside the transaction, before it commits: an instance may claim a due event
+    the moment the insert commits (its notification wakes the dispatcher) and write its `attempt_started` line,
+    and the file must still tell `event_created` first (tests/test_audit.py saw the other order under load).
+    A transaction also keeps a batch whose idempotency key is replayed with another body (409) from leaving its
+    new events behind. A callback deleted between the lookup and the insert fails the insert on the foreign
+    key, answered like any unknown callback.
     """
-    # A request with idempotency keys runs in a transaction: a key replayed with another body (409) must not
-    # leave the batch's new events behind. Without keys, autocommit: the INSERT alone is atomic.
-    keyed = any(item.idempotency_key for item in items)
     try:
-        with db.transaction(autocommit=not keyed) as cur:
+        with db.transaction() as cur:
             result = insert_events(cur, items, source)
+            with audit.batch():
+                for event, created in result:
+                    if created:
+                        audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"])
     except psycopg2.errors.ForeignKeyViolation:
         # A callback was deleted between our lookup and the insert (its DELETE committed while the
         # insert waited on the row): to the client it is simply unknown now.
         raise Invalid("a callback named in the request was deleted meanwhile", {"field": "callback"}) from None
-    with audit.batch():
-        for event, created in result:
-            if created:
-                audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"])
     return result
 
 
