@@ -28,7 +28,7 @@ def _is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _resolve_callbacks(cur: DictCursor, refs: Iterable[int | str]) -> dict[int | str, dict[str, Any]]:
+def resolve_callbacks(cur: DictCursor, refs: Iterable[int | str]) -> dict[int | str, dict[str, Any]]:
     """Map each reference (a name, or an id) to its callback row.
 
     :raise Invalid: naming the references that match no callback.
@@ -84,7 +84,7 @@ def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> lis
     name comes from the lookup already made, so there is no second SELECT; the answer's dicts are built
     from a plain cursor's tuples in the order of SELECT. Only replayed idempotency keys are read back with SELECT.
     """
-    callbacks = _resolve_callbacks(cur, [item.callback for item in items])
+    callbacks = resolve_callbacks(cur, [item.callback for item in items])
     keys = [item.idempotency_key for item in items if item.idempotency_key]
     if len(keys) != len(set(keys)):
         raise Invalid("idempotency_key repeated within one batch", {"field": "idempotency_key"})

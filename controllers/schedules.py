@@ -30,6 +30,7 @@ from psycopg2.extras import Json
 
 import audit
 from controllers.events import SELECT as EVENT_SELECT
+from controllers.events import resolve_callbacks
 from db import Database, DictCursor
 from errors import Conflict, Invalid, NotFound
 from schemas import PreviewQuery, ScheduleCreate, ScheduleUpdate
@@ -209,13 +210,8 @@ def _validate(values: dict[str, Any]) -> None:
 
 
 def _callback_id(cur: DictCursor, ref: int | str) -> int:
-    cur.execute("SELECT id FROM callbacks WHERE name = %s OR (%s::bigint IS NOT NULL AND id = %s::bigint) "
-                "ORDER BY name = %s DESC LIMIT 1",
-                (str(ref), ref if isinstance(ref, int) else None, ref if isinstance(ref, int) else None, str(ref)))
-    row = cur.fetchone()
-    if row is None:
-        raise Invalid(f"unknown callback: {ref}", {"field": "callback"})
-    return int(row["id"])
+    """A callback named by name or id, as events name theirs. :raise Invalid: no such callback."""
+    return int(resolve_callbacks(cur, [ref])[ref]["id"])
 
 
 def _read(cur: DictCursor, schedule_id: int, lock: bool = False) -> dict[str, Any]:

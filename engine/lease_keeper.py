@@ -23,7 +23,7 @@ from controllers import claims
 from db import Database
 from engine import queries
 from engine.inflight import Inflight
-from engine.queries import Claimed
+from engine.queries import Claimed, Rescued
 from engine.role import TRANSIENT, Role
 from metrics import Metrics
 
@@ -60,14 +60,8 @@ class LeaseKeeper(Role):
 
     def rescue_dead(self) -> None:
         rescued = queries.rescue_dead(self.db, self.settings.instance_dead_seconds)
-        if rescued:
-            self.metrics.lease_rescues.inc(len(rescued))
-            with audit.batch():
-                for row in rescued:
-                    audit.record("instance_dead", row, error=row.last_error, worker=row.worker)
-            self.log.warning("rescued %d attempts of instances that stopped heartbeating (%s)", len(rescued),
-                             ", ".join(sorted({str(row.worker) for row in rescued})))
-            self._on_rescued()
+        self._rescued(rescued, "instance_dead", "attempts of instances that stopped heartbeating (%s)" %
+                      ", ".join(sorted({str(row.worker) for row in rescued})), with_worker=True)
 
     def close(self) -> None:
         """A clean stop: this instance's attempts were given back, so it need not look dead to anyone."""
@@ -77,15 +71,20 @@ class LeaseKeeper(Role):
             pass  # the database is away: the row goes when someone sees it silent
 
     def rescue(self) -> None:
-        rescued = queries.rescue_expired(self.db)
-        if rescued:
-            self.metrics.lease_rescues.inc(len(rescued))
-            with audit.batch():
-                for row in rescued:
-                    audit.record("lease_expired", row, error=row.last_error)
-            self.log.warning("rescued %d events whose lease expired", len(rescued))
-            self._on_rescued()
+        self._rescued(queries.rescue_expired(self.db), "lease_expired", "events whose lease expired")
         claims.expire_leases(self.db)  # manual events whose holder ran out of time
+
+    def _rescued(self, rows: list[Rescued], action: str, what: str, with_worker: bool = False) -> None:
+        """Count, audit and log rescued attempts, and wake the dispatcher: they are due now."""
+        if not rows:
+            return
+        self.metrics.lease_rescues.inc(len(rows))
+        with audit.batch():
+            for row in rows:
+                extra = {"worker": row.worker} if with_worker else {}
+                audit.record(action, row, error=row.last_error, **extra)
+        self.log.warning("rescued %d %s", len(rows), what)
+        self._on_rescued()
 
     def renew_waiting(self) -> None:
         grace = self.settings.lease_grace_seconds
