@@ -86,6 +86,10 @@ class Settings:
     """Rejected Kafka messages are deleted this long after they arrived (days; 0 keeps them)."""
     retention_interval_seconds: float = 60.0
     """How often the retention role looks for what to delete (seconds)."""
+    vacuum_holdback_warn_seconds: float = 60.0
+    """/health says `degraded` (still 200) when a transaction in this database has held back vacuum (it holds a
+    snapshot or a transaction id) for longer than this (seconds). Lower it to hear sooner of a session left idle
+    in a transaction; raise it if long reports run against this database on purpose."""
     instance_dead_seconds: float = 10.0
     """An instance whose heartbeat (every fifth of this) is older than this is dead: the attempts it held are
     rescued at once instead of when their leases run out (seconds)."""

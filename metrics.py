@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -57,9 +57,53 @@ class _BridgeCollector(Collector):
                 yield GaugeMetricFamily(name, documentation, value=value)
 
 
+class _VacuumCollector(Collector):
+    """What holds vacuum back, from the latest reading (controllers/maintenance.py, read at most every few
+    seconds): per table its size, dead rows and the time since its last autovacuum; autovacuum's switch; the age of
+    the oldest open and oldest idle-in-transaction transactions. Nothing while the reading is unknown."""
+
+    def __init__(self, report: Callable[[], Optional[dict[str, Any]]]) -> None:
+        self.report = report
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            report = self.report()
+        except Exception:  # noqa: BLE001 - a scrape during an outage reports what it can
+            log.warning("could not read the vacuum report for /metrics", exc_info=True)
+            return
+        if report is None:
+            return
+        per_table = [
+            ("punctual_table_size_bytes", "Size of each of Punctual's tables, with indexes and TOAST", "size_bytes"),
+            ("punctual_table_live_rows", "Live rows of each table (PostgreSQL's estimate)", "live_rows"),
+            ("punctual_table_dead_rows", "Dead row versions of each table, waiting for vacuum", "dead_rows"),
+            ("punctual_table_seconds_since_autovacuum",
+             "Seconds since autovacuum last vacuumed each table (absent: never since the statistics reset)",
+             "seconds_since_autovacuum"),
+        ]
+        for name, documentation, key in per_table:
+            family = GaugeMetricFamily(name, documentation, labels=["table"])
+            for table, stats in report["tables"].items():
+                if stats[key] is not None:
+                    family.add_metric([table], stats[key])
+            yield family
+        yield GaugeMetricFamily("punctual_autovacuum_on", "1 while the server's autovacuum (and track_counts) is on",
+                                value=1 if report["autovacuum"] else 0)
+        yield GaugeMetricFamily("punctual_oldest_transaction_seconds",
+                                "Age of the oldest open transaction in the database (0: none)",
+                                value=report["oldest_transaction_seconds"] or 0)
+        yield GaugeMetricFamily("punctual_oldest_idle_in_transaction_seconds",
+                                "Age of the oldest transaction whose session is idle in it (0: none)",
+                                value=report["oldest_idle_in_transaction_seconds"] or 0)
+        yield GaugeMetricFamily("punctual_vacuum_warnings",
+                                "Reasons /health gives for vacuum being held back or off (0: none)",
+                                value=len(report["reasons"]))
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._vacuum: Optional[_VacuumCollector] = None
         self.attempts = Counter("punctual_attempts", "Attempts finished by this instance, by outcome",
                                 ["outcome"], registry=self.registry)
         self.lateness = Histogram("punctual_lateness_seconds", "Claim time minus scheduled_for",
@@ -99,6 +143,15 @@ class Metrics:
 
     def watch_bridge(self, health: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(_BridgeCollector(health))
+
+    def watch_vacuum(self, report: Callable[[], Optional[dict[str, Any]]]) -> None:
+        """Report what holds vacuum back at each scrape, from `report` (the reading /health shows); a second call
+        (another app on these metrics) replaces the source."""
+        if self._vacuum is None:
+            self._vacuum = _VacuumCollector(report)
+            self.registry.register(self._vacuum)
+        else:
+            self._vacuum.report = report
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

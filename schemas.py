@@ -375,6 +375,59 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class TableStats(BaseModel):
+    size_bytes: int = Field(description="the table with its indexes and TOAST")
+    live_rows: int
+    dead_rows: int = Field(description="row versions only vacuum removes (PostgreSQL's estimate)")
+    last_autovacuum: Optional[datetime] = None
+    last_vacuum: Optional[datetime] = Field(None, description="the last manual VACUUM")
+    seconds_since_autovacuum: Optional[float] = Field(None, description="null: never since the server's statistics "
+                                                                        "were reset")
+    autovacuum_enabled: bool = Field(description="autovacuum is on for the server and not switched off for the table")
+
+
+class HoldingBack(BaseModel):
+    pid: int
+    application_name: str
+    state: Optional[str] = None
+    age: float = Field(description="seconds since its transaction began")
+
+
+class VacuumReport(BaseModel):
+    """Whether anything keeps vacuum from cleaning Punctual's tables; read at most every 5 s."""
+
+    status: Literal["ok", "warning", "unknown"] = Field(description="unknown: the statistics could not be read")
+    reasons: list[str] = Field(default_factory=list)
+    autovacuum: Optional[bool] = Field(None, description="the server's autovacuum (and track_counts) setting")
+    oldest_transaction_seconds: Optional[float] = Field(
+        None, description="age of the oldest open transaction in this database (another session's); null: none")
+    oldest_idle_in_transaction_seconds: Optional[float] = Field(
+        None, description="age of the oldest transaction whose session sits idle in it; null: none")
+    holding_back: Optional[HoldingBack] = Field(
+        None, description="the oldest transaction that holds vacuum back (it has a snapshot or a transaction id)")
+    warn_seconds: Optional[float] = Field(None, description="VACUUM_HOLDBACK_WARN_SECONDS")
+    read_at: Optional[datetime] = None
+    tables: dict[str, TableStats] = Field(default_factory=dict, description="Punctual's tables, by name")
+
+
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "down"] = Field(
+        description="ok (200); degraded (200): serving, but something needs attention, see reasons (vacuum held "
+                    "back or off, Kafka down); down (503): a core part (database, listener, scheduler, executor, "
+                    "roles) is down, take this instance out of rotation")
+    reasons: list[str] = Field(description="why the status is not ok, one line each; empty when ok")
     checks: dict[str, dict[str, Any]]
+    vacuum: VacuumReport
+
+
+class LatenessMinute(BaseModel):
+    minute: str = Field(description="the minute's start, UTC")
+    attempts: int = Field(description="attempts that started in it")
+    p50: float = Field(description="median of started_at - scheduled_for, seconds")
+    p99: float = Field(description="99th percentile of started_at - scheduled_for, seconds")
+
+
+class LatenessLastHour(BaseModel):
+    now: str = Field(description="the database's time of the reading, UTC")
+    per_minute: list[LatenessMinute] = Field(description="minutes of the last hour in which attempts started, "
+                                                         "oldest first")

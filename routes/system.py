@@ -1,6 +1,7 @@
 """Health, metrics, the OpenAPI document, its reference page (/docs) and the web client."""
 from __future__ import annotations
 
+import threading
 from importlib import util
 from pathlib import Path
 from typing import Optional
@@ -8,9 +9,11 @@ from typing import Optional
 from flask import Response, current_app, g, send_from_directory
 from flask_openapi3 import Tag
 
+from controllers.lateness import Lateness
+from controllers.maintenance import VacuumWatch
 from errors import Unavailable
 from routes import PUBLIC, Blueprint, answer, needs, services
-from schemas import ErrorBody, Health, WhoAmI
+from schemas import ErrorBody, Health, LatenessLastHour, WhoAmI
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
 
@@ -31,9 +34,35 @@ bp = Blueprint("system", __name__, abp_tags=[tag],
                abp_responses={str(status): ErrorBody for status in (401, 403, 422, 503)})
 
 
+# The vacuum watch and the lateness reader of an app, made on first use (they keep a cache, so one per app).
+# app.py could make them with the other services; made here, every app (tests build many) has them.
+_MAKING = threading.Lock()
+
+
+def _vacuum() -> VacuumWatch:
+    extensions = current_app.extensions
+    with _MAKING:
+        if "punctual.vacuum" not in extensions:
+            s = services()
+            watch = VacuumWatch(s.db, s.settings.vacuum_holdback_warn_seconds)
+            s.metrics.watch_vacuum(watch.report)
+            extensions["punctual.vacuum"] = watch
+        return extensions["punctual.vacuum"]
+
+
+def _lateness() -> Lateness:
+    extensions = current_app.extensions
+    with _MAKING:
+        if "punctual.lateness" not in extensions:
+            extensions["punctual.lateness"] = Lateness(services().db)
+        return extensions["punctual.lateness"]
+
+
 @bp.get("/health", responses={200: Health, 503: Health}, security=PUBLIC)
 def health():
-    """Liveness and readiness of the database, listener, scheduler, executor and Kafka."""
+    """Liveness and readiness of the database, listener, scheduler, executor and Kafka, and what holds vacuum
+    back. 200 `ok`; 200 `degraded` when this instance serves but something needs attention (`reasons`: vacuum
+    held back or off, Kafka down); 503 `down` when a core part is down."""
     s = services()
     checks = {"database": {"status": "ok" if s.db.ping() else "down"}}
     if s.engine is not None:
@@ -44,9 +73,35 @@ def health():
         checks["kafka"] = s.bridge.health()
     else:
         checks["kafka"] = {"status": "off", "reason": "KAFKA_BOOTSTRAP_SERVERS is not set"}
-    # Kafka is optional: reported, but a broker outage does not take the API out of rotation.
-    healthy = all(check["status"] in ("ok", "off") for name, check in checks.items() if name != "kafka")
-    return answer({"status": "ok" if healthy else "degraded", "checks": checks}, 200 if healthy else 503)
+    reasons = [_reason(name, check) for name, check in checks.items() if check["status"] not in ("ok", "off")]
+    # Kafka is optional and vacuum is a warning: reported, but neither takes the API out of rotation.
+    down = any(check["status"] not in ("ok", "off") for name, check in checks.items() if name != "kafka")
+    vacuum: dict = {"status": "unknown", "reasons": []}  # the database is down: nothing to read
+    if checks["database"]["status"] == "ok":
+        reading = _vacuum().reading()
+        if reading is None:
+            reasons.append("the vacuum statistics could not be read (errors.log says why)")
+        else:
+            reasons += reading.reasons
+            vacuum = reading.report
+    status = "down" if down else "degraded" if reasons else "ok"
+    return answer({"status": status, "reasons": reasons, "checks": checks, "vacuum": vacuum}, 503 if down else 200)
+
+
+def _reason(name: str, check: dict) -> str:
+    """One line for a check that is not ok: "listener is down: <its last error>"; the roles by name."""
+    if name == "roles":
+        return "; ".join(_reason(role, part) for role, part in check.items()
+                         if isinstance(part, dict) and part.get("status") not in ("ok", "off")) or "roles are down"
+    error = check.get("last_error") or check.get("reason")
+    return f"{name} is {check['status']}" + (f": {error}" if error else "")
+
+
+@bp.get("/stats/lateness", responses={200: LatenessLastHour}, security=needs("read"))
+def lateness():
+    """How late attempts started over the last hour: per minute, the median and 99th percentile of started_at -
+    scheduled_for, in seconds (the latest attempt of each running or ended event, `manual` callbacks aside)."""
+    return answer(_lateness().last_hour())
 
 
 @bp.get("/whoami", responses={200: WhoAmI}, security=needs("read"))
@@ -62,6 +117,7 @@ def whoami():
         security=needs("read"))
 def metrics():
     """Prometheus text metrics."""
+    _vacuum()  # its gauges are registered with the first use of this app's vacuum watch
     return Response(services().metrics.render(), mimetype="text/plain; version=0.0.4")
 
 

@@ -334,10 +334,12 @@ def test_a_rescheduled_event_runs_at_its_new_time(live_client, db_url):
 
 # -- health and metrics -------------------------------------------------------------------
 
-def test_health_is_200_with_every_check_when_the_engine_runs(live_client):
+def test_health_is_200_with_every_check_when_the_engine_runs(live_client, db):
     response = live_client.get("/health")
     assert response.status_code == 200, response.json
-    assert response.json["status"] == "ok"
+    # A server with autovacuum off (the machine's shared one) is a warning: degraded, still 200 (test_maintenance.py).
+    autovacuum = db.query("SHOW autovacuum")[0]["autovacuum"] == "on"
+    assert response.json["status"] == ("ok" if autovacuum else "degraded"), response.json["reasons"]
     checks = response.json["checks"]
     assert {"database", "listener", "scheduler", "executor", "kafka"} <= set(checks)
     for name in ("database", "listener", "scheduler", "executor"):
