@@ -13,20 +13,21 @@ it a transaction held open by another role is invisible here (GRANT pg_read_all_
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from db import Database
+from db import SCHEMA_PATH, Database
 
 log = logging.getLogger("punctual.maintenance")
 
-# Punctual's tables: those of database.sql, and db.py's schema_migrations. Only these are measured; other
-# applications' tables in the same database are theirs to watch. tests/test_maintenance.py checks this list
-# against database.sql, so a new table cannot be forgotten here.
-TABLES = ("events", "event_history", "outbox", "callbacks", "schedules", "instances", "maintenance_leases",
-          "kafka_messages", "rejected_messages", "punctual_flags", "api_tokens", "schema_migrations")
+# Punctual's tables: those database.sql creates, and db.py's schema_migrations, read from the schema itself so that
+# a new table is measured without a second list to keep. Only these: other applications' tables in the same
+# database are theirs to watch.
+TABLES = tuple(re.findall(r"^CREATE TABLE (?:IF NOT EXISTS )?(\w+)", SCHEMA_PATH.read_text(), re.MULTILINE)) + (
+    "schema_migrations",)
 
 STATS_TTL_SECONDS = 5.0
 """How long one reading is answered (seconds): a burst of /health and scrapes costs one reading of the catalog."""
