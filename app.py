@@ -30,7 +30,7 @@ from engine.kinds import Kinds
 from engine.kinds import python as python_handlers
 from errors import Unavailable
 from metrics import Metrics
-from routes import Services, callbacks, claims, events, http, kafka, schedules, stream, system
+from routes import Services, callbacks, claims, events, http, kafka, schedules, stream, system, workflows
 from streams import Broadcaster
 
 log = logging.getLogger("punctual")
@@ -58,7 +58,7 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
     access = Access(db, settings.api_token, settings.token_check_seconds)
     app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine, bridge=bridge,
                                           access=access, broadcaster=broadcaster)
-    blueprints = [callbacks.bp, claims.bp, events.bp, kafka.bp, schedules.bp, stream.bp, system.bp]
+    blueprints = [callbacks.bp, claims.bp, events.bp, kafka.bp, schedules.bp, stream.bp, system.bp, workflows.bp]
     http.install(app, blueprints)
     for blueprint in blueprints:
         app.register_api(blueprint)

@@ -27,6 +27,14 @@ ACTIONS = frozenset({
     "attempt_released",    # running -> scheduled, given back (shutdown, worker release)
 })
 
+# A workflow's own lines (DESIGN.md "Workflows"); its steps' events have the lines above.
+WORKFLOW_ACTIONS = frozenset({
+    "workflow_started",    # made through the API or Kafka
+    "workflow_signalled",  # a signal received (kept until a wait_for consumes it)
+    "workflow_cancel_requested",
+    "workflow_completed", "workflow_failed", "workflow_cancelled",
+})
+
 
 
 class AuditFile:
@@ -193,6 +201,20 @@ def record(action: str, event: Any, **fields: Any) -> None:
         "attempt": get("attempts"),
         "state": get("state"),
     }
+    line.update(fields)
+    text = _one_line(line)
+    buffer = getattr(_local, "buffer", None)
+    if buffer is not None:
+        buffer.append(text)
+    elif _audit_file is not None:
+        _audit_file.write([text])
+
+
+def workflow(action: str, workflow_id: str, name: str, state: str, **fields: Any) -> None:
+    """Write one audit line about a workflow (its steps' events have their own lines)."""
+    assert action in WORKFLOW_ACTIONS, action
+    line: dict[str, Any] = {"time": datetime.now(timezone.utc).isoformat(), "action": action,
+                            "workflow_id": workflow_id, "workflow": name, "state": state}
     line.update(fields)
     text = _one_line(line)
     buffer = getattr(_local, "buffer", None)

@@ -137,6 +137,10 @@ class Metrics:
         self.schedule_caught_up = Counter("punctual_schedule_occurrences_caught_up",
                                           "Missed occurrences made by a catch-up, per schedule", ["schedule"],
                                           registry=self.registry)
+        # Workflows (DESIGN.md "Workflows"): advances by what they ended in (suspended, completed, failed,
+        # cancelled; busy: another instance held it).
+        self.workflow_advances = Counter("punctual_workflow_advances", "Workflow advances, by outcome", ["outcome"],
+                                         registry=self.registry)
 
     def watch_states(self, count_by_state: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_StateCollector(count_by_state))

@@ -431,3 +431,86 @@ class LatenessLastHour(BaseModel):
     now: str = Field(description="the database's time of the reading, UTC")
     per_minute: list[LatenessMinute] = Field(description="minutes of the last hour in which attempts started, "
                                                          "oldest first")
+
+
+# -- workflows (DESIGN.md "Workflows") ----------------------------------------------------------
+
+WorkflowState = Literal["running", "waiting", "completed", "failed", "cancelled"]
+WorkflowId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$",
+                                  description="letters, digits and . _ : @ -")]
+
+
+class WorkflowCreate(Strict):
+    workflow: Name = Field(description="the name it was registered with: @workflow(\"name\")")
+    input: Any = Field(None, description="any JSON value, passed to the function")
+    id: Optional[WorkflowId] = Field(None, description="your id, as idempotency: the same id and body answer the "
+                                                       "first workflow (200), another body 409")
+
+
+class WorkflowPath(BaseModel):
+    workflow_id: WorkflowId
+
+
+class SignalPath(BaseModel):
+    workflow_id: WorkflowId
+    name: Name
+
+
+class SignalBody(Strict):
+    value: Any = Field(None, description="what wait_for returns")
+
+
+class WorkflowQuery(StrictQuery):
+    workflow: Optional[Name] = Field(None, description="the workflow's name")
+    state: Optional[WorkflowState] = None
+    limit: int = Field(50, ge=1, le=1000)
+    before: Optional[WorkflowId] = Field(None, description="next_before of the previous page")
+
+
+class WorkflowStep(BaseModel):
+    step: int
+    kind: Literal["call", "sleep", "signal", "now"]
+    name: str = Field(description="the callback, or the signal's name")
+    compensation: bool
+    state: Literal["pending", "waiting", "completed", "failed", "cancelled"]
+    result: Any = None
+    error: Optional[str] = None
+    wake_at: Optional[datetime] = Field(None, description="a timer's end, a wait's timeout")
+    event_id: Optional[int] = None
+    event_state: Optional[State] = None
+    event_attempts: Optional[int] = None
+    created_at: datetime
+    finished_at: Optional[datetime] = None
+
+
+class WorkflowSignal(BaseModel):
+    id: int
+    name: str
+    value: Any = None
+    source: str
+    received_at: datetime
+    step: Optional[int] = Field(None, description="the wait_for step that consumed it; null while kept")
+
+
+class Workflow(BaseModel):
+    id: str
+    workflow: str
+    input: Any = None
+    state: WorkflowState
+    result: Any = None
+    error: Optional[str] = None
+    waiting_on: Optional[str] = Field(None, description="what it waits for, in words")
+    due_at: Optional[datetime] = Field(None, description="when it is advanced next without being woken")
+    cancel_requested_at: Optional[datetime] = None
+    advances: int
+    source: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: Optional[datetime] = None
+    steps: Optional[list[WorkflowStep]] = Field(None, description="GET /workflows/<id> only")
+    signals: Optional[list[WorkflowSignal]] = Field(None, description="GET /workflows/<id> only")
+
+
+class WorkflowList(BaseModel):
+    workflows: list[Workflow]
+    next_before: Optional[str] = None

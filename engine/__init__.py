@@ -36,6 +36,7 @@ from engine.schedule_keeper import ScheduleKeeper
 from engine.scheduler import Scheduler
 from engine.sweeper import Sweeper
 from engine.workers import WorkerPool
+from engine.workflow_runner import WorkflowRunner
 from metrics import Metrics
 
 log = logging.getLogger("punctual.engine")
@@ -64,8 +65,10 @@ class Engine:
         self.dispatcher = Dispatcher(db, settings, self.inflight, self.pool, self.runner, self.completer,
                                      self.pace, self.planner_stats)
         self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.dispatcher.wake, max_armed=MAX_ARMED)
+        self.workflow_runner = WorkflowRunner(db, settings, metrics)
         self.listener = Listener(db, metrics, settings.listen_timeout_seconds, settings.reconnect_max_seconds,
-                                 on_changes=self._on_changes, on_connect=self.catch_up)
+                                 on_changes=self._on_changes, on_connect=self._caught_up,
+                                 on_workflows=self.workflow_runner.wake)
         self.sweeper = Sweeper(settings, claim_due=self._claim_due, refill=self.catch_up)
         self.schedule_keeper = ScheduleKeeper(db, settings, metrics)
         self.retention = Retention(db, settings, metrics)
@@ -74,7 +77,7 @@ class Engine:
     @property
     def roles(self) -> list[Role]:
         return [self.completer, self.pool, self.dispatcher, self.listener, self.lease_keeper, self.sweeper,
-                self.schedule_keeper, self.retention]
+                self.schedule_keeper, self.retention, self.workflow_runner]
 
     def start(self) -> None:
         # Schedules' missed occurrences get their catch-up policy before anything can claim them.
@@ -91,6 +94,7 @@ class Engine:
         self.sweeper.start()
         self.schedule_keeper.start()
         self.retention.start()
+        self.workflow_runner.start()
         self.started = True
         log.info("engine started as %s", self.settings.instance_name)
 
@@ -108,6 +112,7 @@ class Engine:
         self.dispatcher.quiesce()
         self.schedule_keeper.stop()
         self.retention.stop()
+        self.workflow_runner.stop()
         self.listener.stop()
         self.scheduler.stop()
         self.sweeper.stop(self.settings.sweep_seconds + 5)
@@ -163,6 +168,11 @@ class Engine:
                     watcher(changes)
                 except Exception:  # noqa: BLE001 - a watcher (e.g. a live page) must never stall the listener
                     log.exception("change watcher failed")
+
+    def _caught_up(self) -> None:
+        """The listener (re)connected: what changed while it was away is read from the tables."""
+        self.catch_up()
+        self.workflow_runner.wake()
 
     def catch_up(self) -> None:
         """Claim what is due and arm what falls within the horizon, straight from the table."""

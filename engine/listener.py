@@ -28,6 +28,8 @@ from metrics import Metrics
 log = logging.getLogger("punctual.listener")
 
 CHANNEL = "punctual_events"
+# A workflow to advance (a step's event ended, a signal came): the payload is its id; the runner reads the rest.
+WORKFLOWS_CHANNEL = "punctual_workflows"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -75,13 +77,14 @@ class Listener(Role):
 
     def __init__(self, db: Database, metrics: Metrics, timeout: float, reconnect_max: float,
                  on_changes: Callable[[dict[int, Optional[Change]]], None],
-                 on_connect: Callable[[], None]) -> None:
+                 on_connect: Callable[[], None], on_workflows: Callable[[], None] = lambda: None) -> None:
         super().__init__(period=0, retry_initial=0.1, retry_cap=reconnect_max, logger=log)
         self.db = db
         self.metrics = metrics
         self.timeout = timeout
         self._on_changes = on_changes
         self._on_connect = on_connect
+        self._on_workflows = on_workflows
         # stop() writes to this pipe so the select() below returns at once instead of at its timeout.
         self._wake_r, self._wake_w = -1, -1  # made in start(): a listener never started holds no descriptors
         self._conn: Optional[psycopg2.extensions.connection] = None
@@ -92,7 +95,7 @@ class Listener(Role):
         self.backend_pid: Optional[int] = None
 
     def describe(self) -> str:
-        return f"channel {CHANNEL}, heartbeat every {self.timeout:g} s"
+        return f"channels {CHANNEL} and {WORKFLOWS_CHANNEL}, heartbeat every {self.timeout:g} s"
 
     def start(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -134,8 +137,15 @@ class Listener(Role):
                 cur.execute("SELECT 1")
         self.last_heartbeat = time.monotonic()
         changes: dict[int, Optional[Change]] = {}  # the latest hint per id wins (commit order)
+        workflows_woken = False
         while conn.notifies:  # also filled by the heartbeat query
-            changes.update(parse_notification(conn.notifies.pop(0).payload))
+            notification = conn.notifies.pop(0)
+            if notification.channel == WORKFLOWS_CHANNEL:
+                workflows_woken = True
+            else:
+                changes.update(parse_notification(notification.payload))
+        if workflows_woken:
+            self._on_workflows()
         if changes:
             try:
                 self._on_changes(changes)
@@ -149,6 +159,7 @@ class Listener(Role):
         self._conn = conn
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {CHANNEL}")
+            cur.execute(f"LISTEN {WORKFLOWS_CHANNEL}")
             cur.execute("SELECT pg_backend_pid()")
             row = cur.fetchone()
             self.backend_pid = row[0] if row else None

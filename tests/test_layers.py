@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("routes", "controllers", "engine", "bridge")
 LEAVES = ("config", "errors", "audit", "metrics", "jsonsafe", "handlers", "streams", "schemas", "backoff",
-          "crashpoints", "db")
+          "crashpoints", "db", "workflows")
 # What each part must not import at run time (imports under `if TYPE_CHECKING:` are only for types).
 FORBIDDEN = {
     "controllers": {"routes", "engine", "bridge", "app"},
