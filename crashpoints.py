@@ -13,6 +13,10 @@ POINTS = frozenset({
     "in_callback",       # inside the callback, before it returns
     "before_outcome",    # the callback returned; its outcome is not yet committed
     "bridge_before_offset_commit",  # Kafka messages' events committed; their offsets not yet committed
+    "workflow_before_advance",      # a workflow is locked for an advance; nothing replayed yet
+    "workflow_before_step_event",   # an advance decided a new call step; its event is not yet made
+    "workflow_after_step_event",    # the step's event is made, the advance not yet committed
+    "workflow_after_advance",       # an advance committed (the next one not yet begun)
 })
 
 _target = os.environ.get("PUNCTUAL_CRASH_AT", "")

@@ -24,6 +24,7 @@ from typing import Any, Optional
 from psycopg2.extras import Json
 
 import audit
+import crashpoints
 import jsonsafe
 import workflows
 from db import Database, DictCursor
@@ -230,6 +231,7 @@ def advance_one(db: Database, workflow_id: str) -> Advanced:
                              AND NOT EXISTS (SELECT 1 FROM workflows WHERE id = %s)""", (workflow_id, workflow_id))
             return Advanced(workflow_id, "busy")
         cur.execute("DELETE FROM workflow_wakeups WHERE workflow_id = %s", (workflow_id,))
+        crashpoints.reached("workflow_before_advance")
         if row["state"] in TERMINAL:
             cur.execute("UPDATE workflows SET due_at = NULL WHERE id = %s AND due_at IS NOT NULL", (workflow_id,))
             return Advanced(workflow_id, row["state"])
@@ -253,7 +255,8 @@ def advance_one(db: Database, workflow_id: str) -> Advanced:
             if not settled_now or decision.outcome != "suspended":
                 break
         _write_workflow(cur, row, decision)
-        return Advanced(workflow_id, decision.outcome, made)
+    crashpoints.reached("workflow_after_advance")
+    return Advanced(workflow_id, decision.outcome, made)
 
 
 def _records(cur: DictCursor, workflow_id: str) -> dict[int, workflows.Record]:
@@ -309,7 +312,9 @@ def _write_steps(cur: DictCursor, workflow_id: str, decision: workflows.Decision
         if new.signal_id is not None:
             cur.execute("UPDATE workflow_signals SET step = %s WHERE id = %s", (new.step, new.signal_id))
         if new.kind == "call" and state == "pending":
+            crashpoints.reached("workflow_before_step_event")
             _make_event(cur, workflow_id, new, callbacks[new.name])
+            crashpoints.reached("workflow_after_step_event")
     return failed_now
 
 
