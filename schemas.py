@@ -179,6 +179,8 @@ class Event(BaseModel):
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     schedule_id: Optional[int] = Field(None, description="the schedule that made this occurrence")
+    workflow_id: Optional[str] = Field(None, description="the workflow this event is a step of")
+    workflow_step: Optional[int] = Field(None, description="its step number in that workflow")
 
 
 class EventDetail(Event):

@@ -16,7 +16,8 @@ from schemas import EventCreate, EventQuery, EventUpdate
 # Every read of an event goes through this select, so the answer always names the callback.
 SELECT = """SELECT e.id, c.name AS callback, e.payload, e.scheduled_for, e.state, e.priority, e.attempts,
                    e.max_attempts, e.result, e.last_error, e.idempotency_key, e.source, e.worker,
-                   e.lease_until, e.created_at, e.updated_at, e.started_at, e.finished_at, e.schedule_id
+                   e.lease_until, e.created_at, e.updated_at, e.started_at, e.finished_at, e.schedule_id,
+                   e.workflow_id, e.workflow_step
             FROM events e JOIN callbacks c ON c.id = e.callback_id"""
 
 
@@ -59,7 +60,7 @@ def resolve_callbacks(cur: DictCursor, refs: Iterable[int | str]) -> dict[int | 
 # The event columns of SELECT, in its order, as one INSERT's RETURNING list (the callback name is added in Python).
 _COLUMNS = ("id", "payload", "scheduled_for", "state", "priority", "attempts", "max_attempts", "result",
             "last_error", "idempotency_key", "source", "worker", "lease_until", "created_at", "updated_at",
-            "started_at", "finished_at", "schedule_id")
+            "started_at", "finished_at", "schedule_id", "workflow_id", "workflow_step")
 _INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key,
                                 idempotency_fingerprint, source)
               SELECT v.callback_id, v.payload::jsonb, COALESCE(v.scheduled_for, now()), v.priority, v.max_attempts,

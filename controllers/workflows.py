@@ -313,13 +313,15 @@ def _write_steps(cur: DictCursor, workflow_id: str, decision: workflows.Decision
             cur.execute("UPDATE workflow_signals SET step = %s WHERE id = %s", (new.step, new.signal_id))
         if new.kind == "call" and state == "pending":
             crashpoints.reached("workflow_before_step_event")
-            _make_event(cur, workflow_id, new, callbacks[new.name])
+            if not _make_event(cur, workflow_id, new, callbacks[new.name]):
+                failed_now = True
             crashpoints.reached("workflow_after_step_event")
     return failed_now
 
 
-def _make_event(cur: DictCursor, workflow_id: str, new: workflows.NewStep, callback: dict[str, Any]) -> None:
-    """A call step's event, due now; its key names the workflow and the step, so it is made once."""
+def _make_event(cur: DictCursor, workflow_id: str, new: workflows.NewStep, callback: dict[str, Any]) -> bool:
+    """A call step's event, due now; its key names the workflow and the step, so it is made once. False when
+    the step failed at once instead (its key was taken by another event)."""
     key = f"workflow:{workflow_id}:{new.step}"
     cur.execute(
         """INSERT INTO events (callback_id, payload, max_attempts, idempotency_key, source, workflow_id, workflow_step)
@@ -328,14 +330,23 @@ def _make_event(cur: DictCursor, workflow_id: str, new: workflows.NewStep, callb
            RETURNING id, attempts, state""",
         (callback["id"], Json(new.payload or {}), callback["max_attempts"], key, workflow_id, new.step))
     event = cur.fetchone()
-    if event is None:  # made by an advance that committed: link that one
-        cur.execute("SELECT id FROM events WHERE idempotency_key = %s", (key,))
+    if event is None:
+        # The key is taken. Only by this step's own event (an advance can make it only once, so this is an
+        # event made by hand with the key): never adopt another's event as this step's outcome.
+        cur.execute("SELECT id, workflow_id, workflow_step FROM events WHERE idempotency_key = %s", (key,))
         event = cur.one()
+        if (event["workflow_id"], event["workflow_step"]) != (workflow_id, new.step):
+            cur.execute("""UPDATE workflow_steps SET state = 'failed', finished_at = clock_timestamp(),
+                                  error = %s WHERE workflow_id = %s AND step = %s""",
+                        (f"event {event['id']} already holds this step's idempotency key {key!r}",
+                         workflow_id, new.step))
+            return False
     else:
         audit.record("event_created", {**event, "callback": callback["name"]}, source="workflow",
                      workflow_id=workflow_id, step=new.step)
     cur.execute("UPDATE workflow_steps SET event_id = %s WHERE workflow_id = %s AND step = %s",
                 (event["id"], workflow_id, new.step))
+    return True
 
 
 def _write_workflow(cur: DictCursor, row: dict[str, Any], decision: workflows.Decision) -> None:

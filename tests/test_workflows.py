@@ -212,3 +212,15 @@ def test_bad_requests_get_clear_errors(live_client):
     _wait_state(live_client, "order-7", "cancelled")
     late = live_client.post("/workflows/order-7/signals/go", json={"value": 1})
     assert late.status_code == 409
+
+
+def test_an_event_made_by_hand_with_a_steps_key_is_never_taken_for_that_step(live_client):
+    squatter = live_client.post("/events", json={"callback": "Addition", "payload": {"x": 40, "y": 2},
+                                                 "idempotency_key": "workflow:squat:1"})
+    assert squatter.status_code == 201
+    made = _start(live_client, "careful", None, id="squat")
+    done = _wait_state(live_client, made["id"], "completed")
+    assert "already holds this step's idempotency key" in done["result"]["error"]
+    assert done["steps"][0]["event_id"] is None and done["result"]["fallback"] == 2
+    event = live_client.get(f"/events/{done['steps'][1]['event_id']}").json
+    assert (event["workflow_id"], event["workflow_step"]) == ("squat", 2)
