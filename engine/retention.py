@@ -3,7 +3,8 @@
 What it owns: the 'retention' lease in maintenance_leases (taken for a few minutes and renewed while it works, so
 a second instance, or a second round, never deletes beside it). What wakes it: its period
 (RETENTION_INTERVAL_SECONDS). What it writes: deletes terminal events (finished, failed, cancelled) that ended
-more than RETENTION_DAYS ago, with their history (the foreign key cascades), and rejected Kafka messages older
+more than RETENTION_DAYS ago, with their history (the foreign key cascades), workflows that ended as long ago
+(with their steps and signals), and rejected Kafka messages older
 than REJECTED_RETENTION_DAYS; never a scheduled or running event. Each batch is one short transaction, so
 claims and outcomes never wait behind a long delete. The audit log files keep every line.
 """
@@ -59,7 +60,7 @@ class Retention(Role):
 
     def prune(self) -> dict[str, int]:
         """Delete what is old, batch by batch, while this instance holds the lease; rows deleted per table."""
-        deleted = {"events": 0, "rejected_messages": 0}
+        deleted = {"events": 0, "workflows": 0, "rejected_messages": 0}
         days = self.settings.retention_days
         while days > 0 and not self.stopping:
             rows = self.db.query(
@@ -75,6 +76,19 @@ class Retention(Role):
                 break
             if not take_lease(self.db, LEASE, self.holder, LEASE_SECONDS):
                 break  # the lease ran out meanwhile and someone else took it
+        while days > 0 and not self.stopping:
+            # Workflows that ended as long ago, with their steps and signals (cascade); their events went above.
+            rows = self.db.query(
+                """DELETE FROM workflows WHERE id IN (
+                       SELECT id FROM workflows
+                       WHERE state IN ('completed', 'failed', 'cancelled')
+                         AND finished_at < now() - make_interval(secs => %s)
+                       ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
+                   RETURNING id""", (days * 86400, BATCH))
+            deleted["workflows"] += len(rows)
+            self.metrics.pruned.labels("workflows").inc(len(rows))
+            if len(rows) < BATCH:
+                break
         rejected_days = self.settings.rejected_retention_days
         while rejected_days > 0 and not self.stopping:
             rows = self.db.query(
@@ -87,6 +101,7 @@ class Retention(Role):
             if len(rows) < BATCH:
                 break
         if any(deleted.values()):
-            self.log.info("retention deleted %d events (with their history) and %d rejected messages",
-                          deleted["events"], deleted["rejected_messages"])
+            self.log.info("retention deleted %d events (with their history), %d workflows (with their steps) and "
+                          "%d rejected messages", deleted["events"], deleted["workflows"],
+                          deleted["rejected_messages"])
         return deleted

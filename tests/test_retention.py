@@ -33,7 +33,7 @@ def test_only_terminal_events_older_than_the_retention_go_with_their_history(set
                    VALUES ('t', 0, 1, 'old', now() - interval '40 days'), ('t', 0, 2, 'new', now())""")
     deleted = retention(settings, db, retention_days=7).prune()
     old = {r["id"] for r in made if r["old"]}
-    assert deleted == {"events": 3, "rejected_messages": 1}
+    assert deleted == {"events": 3, "workflows": 0, "rejected_messages": 1}
     left = {r["id"]: r["state"] for r in sql(db_url, "SELECT id, state FROM events")}
     assert set(left) == {r["id"] for r in made} - old
     assert sorted(left.values()) == ["finished", "running", "scheduled"]
@@ -44,7 +44,7 @@ def test_only_terminal_events_older_than_the_retention_go_with_their_history(set
 def test_fractions_of_a_day_count_and_zero_keeps_everything(settings, db, db_url):
     sql(db_url, OLD_AND_NEW)
     assert retention(settings, db, retention_days=0, rejected_retention_days=0).prune() == \
-        {"events": 0, "rejected_messages": 0}
+        {"events": 0, "workflows": 0, "rejected_messages": 0}
     assert sql(db_url, "SELECT count(*) AS n FROM events") == [{"n": 6}]
     # Half a day: the event that ended a day ago goes too; the scheduled and running ones never.
     assert retention(settings, db, retention_days=0.5).prune()["events"] == 4
@@ -93,3 +93,19 @@ def test_the_audit_log_keeps_the_lines_of_events_retention_deleted(live_client, 
     assert live_client.get(f"/events/{event_id}").status_code == 404
     lines = (log_dir / "events.log").read_text()
     assert f'"event_id": {event_id}' in lines and "attempt_succeeded" in lines
+
+
+def test_workflows_that_ended_long_ago_go_with_their_steps_and_running_ones_stay(settings, db, db_url):
+    sql(db_url, """INSERT INTO workflows (id, name, state, finished_at) VALUES
+                       ('old-done', 'trip', 'completed', now() - interval '10 days'),
+                       ('old-failed', 'trip', 'failed', now() - interval '8 days'),
+                       ('recent', 'trip', 'completed', now() - interval '1 day'),
+                       ('still-waiting', 'trip', 'waiting', NULL)""")
+    sql(db_url, """INSERT INTO workflow_steps (workflow_id, step, kind, name, state)
+                   SELECT id, 1, 'sleep', '', 'completed' FROM workflows""")
+    sql(db_url, "INSERT INTO workflow_signals (workflow_id, name) VALUES ('old-done', 'go'), ('still-waiting', 'go')")
+    assert retention(settings, db, retention_days=7).prune()["workflows"] == 2
+    assert sorted(r["id"] for r in sql(db_url, "SELECT id FROM workflows")) == ["recent", "still-waiting"]
+    assert sorted(r["workflow_id"] for r in sql(db_url, "SELECT workflow_id FROM workflow_steps")) == [
+        "recent", "still-waiting"]
+    assert [r["workflow_id"] for r in sql(db_url, "SELECT workflow_id FROM workflow_signals")] == ["still-waiting"]
