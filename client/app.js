@@ -201,6 +201,9 @@ function signedOut() {
   renderSchedules();
   $("counts").replaceChildren();
   $("chart").replaceChildren();
+  $("lateness").replaceChildren();
+  latenessLast = 0;
+  $("health-warning").hidden = true;
   showNotice("");
   for (const name of VIEWS) $("view-" + name).hidden = true;
   $("signed-out").hidden = false;
@@ -679,6 +682,7 @@ function loadStats() {
           const { data } = await api("GET", "/stats");
           renderCounts(data.counts);
           renderChart(data.per_minute, data.now);
+          loadLateness();
         } catch (err) { /* the table shows the error; counts wait for the next round */ }
       } while (statsAgain && access.scope);
     } finally {
@@ -740,6 +744,112 @@ function renderChart(perMinute, nowIso) {
   const axis = el("div", { class: "chart-axis", "aria-hidden": "true" },
     el("span", { text: fmtMinute.format(new Date(start)) }), el("span", { text: totals.finished + totals.failed + totals.cancelled ? `busiest minute: ${max}` : "nothing ended in the last hour" }), el("span", { text: "now" }));
   $("chart").replaceChildren(root, axis);
+}
+
+// Lateness: how late attempts started (started_at - scheduled_for), p50 and p99 per minute of the last hour, from
+// GET /stats/lateness. Punctuality is what Punctual sells, so it stands beside the outcomes. Read with the counts,
+// at most every 10 s (the server keeps its answer that long anyway), one read at a time.
+let latenessLast = 0;
+let latenessRunning = false;
+async function loadLateness() {
+  if (latenessRunning || Date.now() - latenessLast < 10000) return;
+  latenessRunning = true;
+  latenessLast = Date.now();
+  try {
+    const { data } = await api("GET", "/stats/lateness");
+    if (access.scope) renderLateness(data.per_minute, data.now);
+  } catch (err) { /* the chart stays as it was; the next round reads again */ }
+  finally { latenessRunning = false; }
+}
+
+/** Seconds as people read a delay: 0.42 ms, 3.1 ms, 120 ms, 1.25 s, 2.0 min. */
+function fmtLate(seconds) {
+  const abs = Math.abs(seconds);
+  if (abs < 0.001) return `${(seconds * 1000).toFixed(2)} ms`;
+  if (abs < 0.01) return `${(seconds * 1000).toFixed(1)} ms`;
+  if (abs < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (abs < 60) return `${seconds.toFixed(abs < 10 ? 2 : 1)} s`;
+  return `${(seconds / 60).toFixed(1)} min`;
+}
+
+function renderLateness(perMinute, nowIso) {
+  const now = new Date(nowIso);
+  const start = Math.floor(now.getTime() / 60000) * 60000 - 59 * 60000;
+  const buckets = Array.from({ length: 60 }, (_, i) => ({ t: start + i * 60000, row: null }));
+  for (const row of perMinute) {
+    const i = Math.round((new Date(row.minute).getTime() - start) / 60000);
+    if (i >= 0 && i < 60) buckets[i].row = row;
+  }
+  const shown = buckets.filter((b) => b.row);
+  const W = 600, H = 90, bw = W / 60;
+  // A log scale from 1 ms up to the next power of ten over the worst p99 (at least 100 ms): a p99 of seconds
+  // must not flatten a p50 of milliseconds.
+  const FLOOR = 0.001;
+  const worst = shown.reduce((w, b) => (!w || b.row.p99 > w.row.p99 ? b : w), null);
+  const top = 10 ** Math.max(-1, Math.ceil(Math.log10(worst ? worst.row.p99 : 0.1)));
+  const span = Math.log10(top / FLOOR);
+  const y = (v) => H - (Math.log10(Math.max(v, FLOOR) / FLOOR) / span) * H;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", preserveAspectRatio: "none", class: "chart-svg lateness-svg" });
+  const latest = shown.length ? shown[shown.length - 1] : null;
+  const attempts = shown.reduce((n, b) => n + b.row.attempts, 0);
+  root.setAttribute("aria-label", latest
+    ? `Last hour: ${attempts} attempts started; worst p99 ${fmtLate(worst.row.p99)} at ${fmtMinute.format(new Date(worst.t))}; ` +
+      `latest minute p50 ${fmtLate(latest.row.p50)}, p99 ${fmtLate(latest.row.p99)}.`
+    : "Last hour: no attempt started.");
+  const marks = [];
+  for (let v = FLOOR; v <= top * 1.001; v *= 10) marks.push(v);
+  for (const v of marks) root.append(svg("line", { x1: 0, y1: y(v), x2: W, y2: y(v), class: "grid" }));
+  buckets.forEach((b, i) => {
+    const g = svg("g");
+    const title = svg("title");
+    title.textContent = b.row
+      ? `${fmtMinute.format(new Date(b.t))}: ${b.row.attempts} started; p50 ${fmtLate(b.row.p50)}, p99 ${fmtLate(b.row.p99)}`
+      : `${fmtMinute.format(new Date(b.t))}: no attempt started`;
+    g.append(title);
+    if (b.row) {
+      for (const kind of ["p99", "p50"]) {  // the median in front of the 99th percentile
+        const edge = Math.min(y(b.row[kind]), H - 1.5);  // at least a sliver: under 1 ms is not nothing
+        g.append(svg("rect", { x: i * bw + 1, y: edge, width: bw - 2, height: H - edge, class: kind }));
+      }
+    }
+    g.append(svg("rect", { x: i * bw, y: 0, width: bw, height: H, class: "hit" }));
+    root.append(g);
+  });
+  // Labels in HTML, placed with the style object (the page's policy allows no inline style attribute).
+  const scale = el("div", { class: "chart-y", "aria-hidden": "true" });
+  for (const v of marks.slice(1)) {
+    const label = el("span", { text: v >= 1 ? `${Math.round(v)} s` : `${Math.round(v * 1000)} ms` });
+    label.style.top = `${(y(v) / H) * 100}%`;
+    scale.append(label);
+  }
+  const axis = el("div", { class: "chart-axis", "aria-hidden": "true" },
+    el("span", { text: fmtMinute.format(new Date(start)) }),
+    el("span", { text: latest ? `worst p99: ${fmtLate(worst.row.p99)}` : "no attempt started in the last hour" }),
+    el("span", { text: "now" }));
+  $("lateness").replaceChildren(el("div", { class: "chart-plot" }, root, scale), axis);
+}
+
+// Health: /health's status and reasons (vacuum held back or off, a part down), above every page, read every 30 s.
+// A warning, not an error: the page keeps working whatever it says.
+async function loadHealth() {
+  if (!access.scope) return;
+  try {
+    const { data } = await send("GET", "/health");
+    renderHealth(data);
+  } catch (err) { /* unreachable: the requests that fail say so */ }
+}
+
+function renderHealth(health) {
+  const box = $("health-warning");
+  const reasons = (health && Array.isArray(health.reasons)) ? health.reasons : [];
+  if (!access.scope || !health || health.status === "ok" || !reasons.length) { box.hidden = true; return; }
+  const down = health.status === "down";
+  box.classList.toggle("down", down);
+  $("health-title").textContent = down
+    ? "This Punctual server is down: events may not run on time until this is fixed"
+    : "Punctual runs, but needs attention: punctuality will suffer if this lasts";
+  $("health-reasons").replaceChildren(...reasons.map((reason) => el("li", { text: reason })));
+  box.hidden = false;
 }
 
 function onFilter() {
@@ -1739,7 +1849,9 @@ async function signedIn(changed = true) {
   // token, then sends the request again), and would never let this list read through.
   table.syncing = Promise.resolve();
   await refreshList();
+  latenessLast = 0;  // read it for this token now, not when the last one read it
   loadStats();
+  loadHealth();
   document.body.dataset.ready = "true";
 }
 
@@ -1774,6 +1886,7 @@ async function start() {
   live.onChanges(onChanges);
   live.onResync(() => { refreshList(); loadStats(); });
   setInterval(() => { if (access.scope) loadStats(); }, 30000);
+  setInterval(loadHealth, 30000);
   route();
   // Nothing is read before the server says who this tab is: with tokens, nothing is shown without one.
   const kept = storedToken();

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg2
 import pytest
 import requests
 
@@ -1085,3 +1086,64 @@ def test_a_read_token_sees_the_schedules_but_cannot_change_them(start_app, conte
     assert not [r for r in watched.requests if "/schedules/preview" in r]
     top_screenshot(page, "schedules-read-only")
     assert not watched.errors, watched.errors
+
+
+# -- health and lateness (issue 14, point 4) --------------------------------------------------------
+
+def test_the_page_warns_when_vacuum_is_held_back_and_charts_the_lateness_of_the_last_hour(
+        start_app, strict_context, db_url):
+    """Under the page's own policy (strict_context): the scale's labels are placed without inline styles."""
+    app = start_app(**APP_ENV, VACUUM_HOLDBACK_WARN_SECONDS="1")
+    # Attempts that started 4 and 2 minutes ago, late by known amounts, and a few the engine runs now.
+    sql(db_url, """INSERT INTO events (callback_id, scheduled_for, started_at, finished_at, state, attempts)
+                   SELECT 1, m.at - make_interval(secs => v.late), m.at, m.at, 'finished', 1
+                   FROM unnest(ARRAY[0.002, 0.003, 0.004, 2.5]) AS v(late),
+                        (VALUES (4), (2)) AS k(ago),
+                        LATERAL (SELECT date_trunc('minute', now()) - make_interval(mins => k.ago)
+                                        + interval '30 seconds' AS at) m""")
+    for _ in range(5):
+        assert requests.post(app.url + "/events", json={"callback": "Addition", "payload": {"x": 1, "y": 1}}).ok
+    wait_for(lambda: sql(db_url, "SELECT count(*) AS n FROM events WHERE state = 'finished'")[0]["n"] == 13, 10)
+    holder = psycopg2.connect(db_url, application_name="forgotten-report")
+    try:
+        holder.set_session(isolation_level="REPEATABLE READ")  # keeps its snapshot: vacuum is held back
+        with holder.cursor() as cur:
+            cur.execute("SELECT count(*) FROM events")
+        # The server reads the statistics at most every 5 s: wait for a reading that has seen it.
+        wait_for(lambda: any("holds vacuum back" in r for r in requests.get(app.url + "/health", timeout=5)
+                             .json()["reasons"]), 10, 0.2, "/health to see the transaction held open")
+        watched = tab(strict_context, app.url + "/")
+        page = watched.page
+        page.wait_for_selector("#health-warning:not([hidden])")
+        assert "needs attention" in page.text_content("#health-title")
+        reasons = page.locator("#health-reasons li").all_text_contents()
+        assert any("holds vacuum back" in r and "forgotten-report" in r for r in reasons), reasons
+        autovacuum_on = sql(db_url, "SHOW autovacuum")[0]["autovacuum"] == "on"
+        assert any("autovacuum is off" in r for r in reasons) is not autovacuum_on, reasons
+        # The lateness chart, beside the outcomes chart: a p50 and a p99 bar for each minute with attempts.
+        page.wait_for_selector("#lateness svg rect.p50")
+        assert page.locator("#lateness rect.p50").count() in (3, 4)  # 4 and 2 minutes ago, now (and maybe the
+        assert page.locator("#lateness rect.p99").count() == page.locator("#lateness rect.p50").count()  # minute
+        titles = page.locator("#lateness g title").all_text_contents()  # before, if the engine's run crossed it)
+        assert sum("4 started; p50 3.5 ms, p99 2.43 s" in t for t in titles) == 2, titles
+        assert "worst p99: 2.43 s" in page.text_content("#lateness .chart-axis")
+        assert page.locator("#lateness .chart-y span").count() >= 2  # 10 ms, 100 ms, (1 s)
+        screenshot(page, "health-warning-and-lateness", full_page=False)
+        outcomes, late = (page.locator(".charts > section").nth(i).bounding_box() for i in (0, 1))
+        assert abs(outcomes["y"] - late["y"]) < 1 and late["x"] > outcomes["x"] + outcomes["width"]  # side by side
+    finally:
+        holder.close()
+    # Let go: once the server's reading has seen it, a reload says no more than the server does.
+    wait_for(lambda: not any("holds vacuum back" in r for r in requests.get(app.url + "/health", timeout=5)
+                             .json()["reasons"]), 10, 0.2, "/health to see the transaction gone")
+    page.reload()
+    page.wait_for_selector("body[data-ready='true']")
+    if autovacuum_on:
+        page.wait_for_selector("#lateness svg")  # read after /health: the page has its answer
+        time.sleep(0.5)
+        assert page.is_hidden("#health-warning")
+    else:
+        page.wait_for_selector("#health-warning:not([hidden])")
+        assert page.locator("#health-reasons li").all_text_contents() == \
+            requests.get(app.url + "/health", timeout=5).json()["reasons"]
+    assert not watched.errors and not watched.dialogs, watched.errors
