@@ -118,6 +118,9 @@ class Settings:
     kafka_alerts_topic: str = "alerts"
     kafka_schedules_topic: str = "schedules"
     kafka_history_topic: str = "event-history"
+    kafka_workflows_topic: str = "workflows"
+    """Topic of workflow commands, each keyed by the workflow's id: `{"new": name, "input": ...}` starts one (a
+    repeated key is the same workflow), `{"signal": name, "value": ...}` signals it (DESIGN.md "Workflows")."""
     kafka_group_id: str = "punctual"
     kafka_max_poll_interval_ms: int = 300000
 

@@ -1,4 +1,4 @@
-"""Kafka in: a consumer-group consumer on the alerts and schedules topics.
+"""Kafka in: a consumer-group consumer on the alerts, schedules and workflows topics.
 
 Order per batch: poll -> one database transaction (events + kafka_messages rows) -> commit ->
 only then commit the offsets. Auto-commit is off: kafka-python's default would commit offsets of
@@ -17,7 +17,7 @@ from kafka.structs import OffsetAndMetadata
 
 import crashpoints
 from config import Settings
-from controllers.ingest import Message, ingest
+from controllers.ingest import Message, Topics, ingest
 from db import Database
 from engine.role import TRANSIENT, Role
 
@@ -25,8 +25,9 @@ log = logging.getLogger("punctual.kafka.consumer")
 
 
 class AlertConsumer(Role):
-    """What wakes it: messages polled from the alerts and schedules topics (it waits in poll itself).
-    What it writes: the messages' events and kafka_messages rows, in one transaction per batch."""
+    """What wakes it: messages polled from the alerts, schedules and workflows topics (it waits in poll itself).
+    What it writes: the messages' events, workflows and signals, and kafka_messages rows, in one transaction per
+    batch."""
 
     name = "kafka-consumer"
     # KafkaError covers NoBrokersAvailable (2.x) and KafkaTimeoutError (3.x).
@@ -40,13 +41,19 @@ class AlertConsumer(Role):
         self._consumer: KafkaConsumer | None = None
         self.connected = False
         self.ingested = 0
+        self.workflows_started = 0
+        self.workflows_signalled = 0
         self.rejected = 0
         self.duplicates = 0
         self.lag: int | None = None
         self._lag_measured = 0.0
+        self.topics = Topics(schedules=settings.kafka_schedules_topic, workflows=settings.kafka_workflows_topic)
+        # Once each, in case two settings name the same topic.
+        self.subscribed = list(dict.fromkeys((settings.kafka_alerts_topic, settings.kafka_schedules_topic,
+                                              settings.kafka_workflows_topic)))
 
     def describe(self) -> str:
-        return f"{self.settings.kafka_alerts_topic}, {self.settings.kafka_schedules_topic}"
+        return ", ".join(self.subscribed)
 
     def stop(self, timeout: float = 15.0) -> bool:
         return super().stop(timeout)
@@ -55,7 +62,7 @@ class AlertConsumer(Role):
         poll_interval = self.settings.kafka_max_poll_interval_ms
         session = min(10_000, poll_interval)
         return KafkaConsumer(
-            self.settings.kafka_alerts_topic, self.settings.kafka_schedules_topic,
+            *self.subscribed,
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=self.settings.kafka_group_id,
             client_id=f"punctual-{self.settings.instance_name}",
@@ -101,8 +108,10 @@ class AlertConsumer(Role):
         ]
         # If this raises, the consumer is closed and rebuilt: its fetch position rewinds to the
         # committed offsets, so the batch is delivered again rather than skipped.
-        result = ingest(self.db, messages, self.settings.kafka_schedules_topic)
+        result = ingest(self.db, messages, self.topics)
         self.ingested += len(result.created)
+        self.workflows_started += result.started
+        self.workflows_signalled += result.signalled
         self.rejected += result.rejected
         self.duplicates += result.duplicates
         if result.created:

@@ -38,7 +38,9 @@ class Bridge:
         return {
             "status": "ok" if consumer_ok and relay_ok else "down",
             "consumer": {"connected": self.consumer.connected, "lag": self.consumer.lag,
-                         "ingested_events": self.consumer.ingested, "rejected": self.consumer.rejected,
+                         "ingested_events": self.consumer.ingested,
+                         "workflows_started": self.consumer.workflows_started,
+                         "workflows_signalled": self.consumer.workflows_signalled, "rejected": self.consumer.rejected,
                          "duplicates": self.consumer.duplicates, "last_error": self.consumer.last_error},
             "outbox": {"pending": self.relay.pending, "sent": self.relay.sent, "last_error": self.relay.last_error},
             "producer": {"last_error": self.producer.last_error},

@@ -1,4 +1,5 @@
-"""The rules for Kafka messages: each (topic, partition, offset) becomes its events exactly once.
+"""The rules for Kafka messages: each (topic, partition, offset) becomes its events, or starts or signals its
+workflow, exactly once.
 
 One transaction per polled batch; a savepoint per message, so a bad message is recorded as
 rejected without undoing its neighbours. The caller commits the Kafka offsets only after this
@@ -14,8 +15,16 @@ from typing import Any, Optional
 from psycopg2.extras import Json
 
 import audit
+from controllers import workflows
 from controllers.events import SELECT, insert_events
-from controllers.messages import Rejected, Schedule, parse_alerts_topic, parse_schedule
+from controllers.messages import (
+    Rejected,
+    Schedule,
+    WorkflowMessage,
+    parse_alerts_topic,
+    parse_schedule,
+    parse_workflow_message,
+)
 from db import Database
 from errors import AppError
 
@@ -32,13 +41,23 @@ class Message:
     headers: list[tuple[str, bytes]]
 
 
+@dataclass(frozen=True)
+class Topics:
+    """Which topic means what; any other topic the consumer reads is an alerts topic."""
+
+    schedules: str
+    workflows: str
+
+
 @dataclass
 class IngestResult:
     """What one polled batch did: the events it made and cancelled (for the audit log and the stream),
-    and how many messages were refused or seen before."""
+    the workflows it started and signalled, and how many messages were refused or seen before."""
 
     created: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[dict[str, Any]] = field(default_factory=list)
+    started: int = 0
+    signalled: int = 0
     rejected: int = 0
     duplicates: int = 0
 
@@ -75,7 +94,22 @@ def _apply_schedule(cur: Any, schedule: Schedule, namespace: str
     return created, cancelled
 
 
-def ingest(db: Database, messages: list[Message], schedules_topic: str) -> IngestResult:
+def _apply_workflow(cur: Any, message: WorkflowMessage, result: IngestResult) -> None:
+    """Start or signal a workflow in the batch's transaction. A start whose id exists with the same workflow and
+    input is the same workflow again (nothing new, not rejected); Invalid, NotFound and Conflict are reasons."""
+    try:
+        if message.action == "new":
+            _, created = workflows.start_in(cur, message.name, message.value, message.workflow_id, "kafka")
+            result.started += int(created)
+        else:
+            workflows.signal_in(cur, message.workflow_id, message.name, message.value, "kafka")
+            result.signalled += 1
+    except AppError as exc:
+        what = "start workflow" if message.action == "new" else "signal"
+        raise Rejected(f"{what} {message.name!r} refused: {exc.message}") from None
+
+
+def ingest(db: Database, messages: list[Message], topics: Topics) -> IngestResult:
     """Turn a polled batch into events in one transaction (see the module docstring); commit the offsets after."""
     result = IngestResult()
     with db.transaction() as cur:
@@ -91,9 +125,12 @@ def ingest(db: Database, messages: list[Message], schedules_topic: str) -> Inges
                 cur.execute("RELEASE SAVEPOINT message")
                 continue
             try:
-                if msg.topic == schedules_topic:
+                if msg.topic == topics.schedules:
                     created, cancelled = _apply_schedule(
                         cur, parse_schedule(msg.topic, msg.key, msg.value, msg.headers), msg.topic)
+                elif msg.topic == topics.workflows:
+                    _apply_workflow(cur, parse_workflow_message(msg.key, msg.value), result)
+                    created, cancelled = [], []
                 else:
                     created = [event for event, _ in insert_events(cur, parse_alerts_topic(msg.value), "kafka")]
                     cancelled = []
@@ -105,6 +142,8 @@ def ingest(db: Database, messages: list[Message], schedules_topic: str) -> Inges
                 result.cancelled += cancelled
             except (Rejected, AppError) as exc:
                 reason = str(exc) if isinstance(exc, Rejected) else exc.message
+                # Undoes what the message did, and its kafka_messages row with it: written again just below,
+                # so the offset stays recorded and a redelivery of a rejected message is a duplicate too.
                 cur.execute("ROLLBACK TO SAVEPOINT message")
                 cur.execute(
                     """INSERT INTO kafka_messages (topic, partition, "offset") VALUES (%s, %s, %s)

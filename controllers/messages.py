@@ -1,4 +1,5 @@
-"""What a Kafka message means: alerts, a plain event, or a kafka-message-scheduler schedule.
+"""What a Kafka message means: alerts, a plain event, a kafka-message-scheduler schedule, or a workflow's start or
+signal.
 
 Parsing never touches the database; anything that cannot become events raises Rejected with
 a reason that is stored beside the raw bytes.
@@ -9,12 +10,12 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 import jsonsafe
-from schemas import EventCreate
+from schemas import EventCreate, WorkflowId
 
 ALERT_CALLBACK = "Alert"
 SCHEDULER_CALLBACK = "KafkaScheduler"
@@ -133,3 +134,59 @@ def parse_schedule(topic: str, key: Optional[bytes], value: Optional[bytes],
     _storable(payload)
     return Schedule(schedule_key, _event({"callback": SCHEDULER_CALLBACK, "payload": payload,
                                           "scheduled_for": when.isoformat()}))
+
+
+WORKFLOW_ID: TypeAdapter[str] = TypeAdapter(WorkflowId)  # the API's rule for an id, one rule for both
+NAME_MAX = 200  # as schemas.Name
+
+
+@dataclass(frozen=True)
+class WorkflowMessage:
+    """A message of the workflows topic, keyed by the workflow's id: start workflow `name` with `value` as its input
+    (`{"new": name, "input": value}`), or send it signal `name` with `value` (`{"signal": name, "value": value}`)."""
+
+    workflow_id: str
+    action: Literal["new", "signal"]
+    name: str
+    value: Any
+
+
+def _name(data: dict[str, Any], field: str) -> str:
+    name = data[field]
+    if not isinstance(name, str) or not 1 <= len(name) <= NAME_MAX:
+        raise Rejected(f"'{field}' must be a name (text of 1 to {NAME_MAX} characters), got {json.dumps(name)[:100]}")
+    return name
+
+
+def parse_workflow_message(key: Optional[bytes], value: Optional[bytes]) -> WorkflowMessage:
+    """The seed kafka-workflow's convention: the key is the workflow's id (so a repeated start is the same
+    workflow); the value starts it or signals it."""
+    if not key:
+        raise Rejected("a workflow message needs a key: the workflow's id")
+    try:
+        workflow_id = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected("the key (the workflow's id) is not UTF-8 text") from None
+    try:
+        WORKFLOW_ID.validate_python(workflow_id)
+    except ValidationError:
+        raise Rejected(f"the key {workflow_id[:210]!r} is not a workflow id "
+                       "(1 to 200 letters, digits and . _ : @ -)") from None
+    data = decode_json(value)
+    if not isinstance(data, dict):
+        raise Rejected("a workflow message must be a JSON object")
+    if "new" in data and "signal" in data:
+        raise Rejected("a workflow message has either 'new' or 'signal', not both")
+    action: Literal["new", "signal"]
+    if "new" in data:
+        action, allowed = "new", {"new", "input"}
+    elif "signal" in data:
+        action, allowed = "signal", {"signal", "value"}
+    else:
+        raise Rejected("a workflow message has neither 'new' (start one) nor 'signal' (signal one)")
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise Rejected(f"unexpected field(s) in a {action!r} message: {', '.join(extra)} "
+                       f"(it takes only {' and '.join(sorted(allowed))})")
+    payload = data.get("input") if action == "new" else data.get("value")
+    return WorkflowMessage(workflow_id, action, _name(data, action), payload)
