@@ -847,7 +847,7 @@ function renderHealth(health) {
   box.classList.toggle("down", down);
   $("health-title").textContent = down
     ? "This Punctual server is down: events may not run on time until this is fixed"
-    : "Punctual runs, but needs attention: punctuality will suffer if this lasts";
+    : "Punctual runs, but something needs attention";
   $("health-reasons").replaceChildren(...reasons.map((reason) => el("li", { text: reason })));
   box.hidden = false;
 }

@@ -1131,6 +1131,11 @@ def test_the_page_warns_when_vacuum_is_held_back_and_charts_the_lateness_of_the_
         screenshot(page, "health-warning-and-lateness", full_page=False)
         outcomes, late = (page.locator(".charts > section").nth(i).bounding_box() for i in (0, 1))
         assert abs(outcomes["y"] - late["y"]) < 1 and late["x"] > outcomes["x"] + outcomes["width"]  # side by side
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: one above the other, nothing wider
+        outcomes, late = (page.locator(".charts > section").nth(i).bounding_box() for i in (0, 1))
+        assert late["y"] > outcomes["y"] + outcomes["height"] - 1
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        screenshot(page, "health-warning-and-lateness-narrow")
     finally:
         holder.close()
     # Let go: once the server's reading has seen it, a reload says no more than the server does.
