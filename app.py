@@ -24,6 +24,8 @@ from bridge.producer import Producer
 from bridge.service import Bridge
 from config import Settings
 from controllers.access import Access
+from controllers.lateness import Lateness
+from controllers.maintenance import VacuumWatch
 from db import Database, database_url_from, redact
 from engine import Engine
 from engine.kinds import Kinds
@@ -56,8 +58,11 @@ def create_app(settings: Settings, db: Database, engine: Optional[Engine] = None
     if bridge is not None:
         metrics.watch_bridge(bridge.health)
     access = Access(db, settings.api_token, settings.token_check_seconds)
+    vacuum = VacuumWatch(db, settings.vacuum_holdback_warn_seconds)
+    metrics.watch_vacuum(vacuum.report)
     app.extensions["punctual"] = Services(settings=settings, db=db, metrics=metrics, engine=engine, bridge=bridge,
-                                          access=access, broadcaster=broadcaster)
+                                          access=access, broadcaster=broadcaster, vacuum=vacuum,
+                                          lateness=Lateness(db))
     blueprints = [callbacks.bp, claims.bp, events.bp, kafka.bp, schedules.bp, stream.bp, system.bp, workflows.bp]
     http.install(app, blueprints)
     for blueprint in blueprints:

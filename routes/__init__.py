@@ -57,6 +57,8 @@ class Blueprint(APIBlueprint):
 if TYPE_CHECKING:
     from bridge.service import Bridge
     from controllers.access import Access
+    from controllers.lateness import Lateness
+    from controllers.maintenance import VacuumWatch
     from engine import Engine
     from streams import Broadcaster
 
@@ -72,6 +74,8 @@ class Services:
     bridge: Optional["Bridge"] = None
     access: Optional["Access"] = None
     broadcaster: Optional["Broadcaster"] = None  # live pages' changes; None in a process without the engine
+    vacuum: Optional["VacuumWatch"] = None  # what holds vacuum back, read at most every few seconds (/health)
+    lateness: Optional["Lateness"] = None  # the last hour's lateness per minute (/stats/lateness)
 
 
 def services() -> Services:

@@ -1,7 +1,6 @@
 """Health, metrics, the OpenAPI document, its reference page (/docs) and the web client."""
 from __future__ import annotations
 
-import threading
 from importlib import util
 from pathlib import Path
 from typing import Optional
@@ -9,8 +8,6 @@ from typing import Optional
 from flask import Response, current_app, g, send_from_directory
 from flask_openapi3 import Tag
 
-from controllers.lateness import Lateness
-from controllers.maintenance import VacuumWatch
 from errors import Unavailable
 from routes import PUBLIC, Blueprint, answer, needs, services
 from schemas import ErrorBody, Health, LatenessLastHour, WhoAmI
@@ -34,30 +31,6 @@ bp = Blueprint("system", __name__, abp_tags=[tag],
                abp_responses={str(status): ErrorBody for status in (401, 403, 422, 503)})
 
 
-# The vacuum watch and the lateness reader of an app, made on first use (they keep a cache, so one per app).
-# app.py could make them with the other services; made here, every app (tests build many) has them.
-_MAKING = threading.Lock()
-
-
-def _vacuum() -> VacuumWatch:
-    extensions = current_app.extensions
-    with _MAKING:
-        if "punctual.vacuum" not in extensions:
-            s = services()
-            watch = VacuumWatch(s.db, s.settings.vacuum_holdback_warn_seconds)
-            s.metrics.watch_vacuum(watch.report)
-            extensions["punctual.vacuum"] = watch
-        return extensions["punctual.vacuum"]
-
-
-def _lateness() -> Lateness:
-    extensions = current_app.extensions
-    with _MAKING:
-        if "punctual.lateness" not in extensions:
-            extensions["punctual.lateness"] = Lateness(services().db)
-        return extensions["punctual.lateness"]
-
-
 @bp.get("/health", responses={200: Health, 503: Health}, security=PUBLIC)
 def health():
     """Liveness and readiness of the database, listener, scheduler, executor and Kafka, and what holds vacuum
@@ -78,7 +51,7 @@ def health():
     down = any(check["status"] not in ("ok", "off") for name, check in checks.items() if name != "kafka")
     vacuum: dict = {"status": "unknown", "reasons": []}  # the database is down: nothing to read
     if checks["database"]["status"] == "ok":
-        reading = _vacuum().reading()
+        reading = s.vacuum.reading()
         if reading is None:
             reasons.append("the vacuum statistics could not be read (errors.log says why)")
         else:
@@ -101,7 +74,7 @@ def _reason(name: str, check: dict) -> str:
 def lateness():
     """How late attempts started over the last hour: per minute, the median and 99th percentile of started_at -
     scheduled_for, in seconds (the latest attempt of each running or ended event, `manual` callbacks aside)."""
-    return answer(_lateness().last_hour())
+    return answer(services().lateness.last_hour())
 
 
 @bp.get("/whoami", responses={200: WhoAmI}, security=needs("read"))
@@ -117,7 +90,6 @@ def whoami():
         security=needs("read"))
 def metrics():
     """Prometheus text metrics."""
-    _vacuum()  # its gauges are registered with the first use of this app's vacuum watch
     return Response(services().metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
