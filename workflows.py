@@ -357,8 +357,8 @@ def replay(fn: Workflow, workflow_id: str, input_value: Any, records: dict[int, 
             decision.outcome = "cancelled"
             decision.error = "cancelled" + (f"; compensations failed: {'; '.join(failures)}" if failures else "")
             return decision
-        except Exception as exc:  # noqa: BLE001 - the workflow's own error: it fails, compensations run
-            error = _describe(exc)
+        except BaseException as exc:  # noqa: BLE001 - the workflow's own error (even sys.exit()): it fails, and
+            error = _describe(exc)     # its compensations run; the runner's thread must never die of it
             failures = ctx._compensate(error)
             decision.outcome = "failed"
             decision.error = _clip(error + (f"; compensations failed: {'; '.join(failures)}" if failures else ""))
@@ -377,7 +377,7 @@ def replay(fn: Workflow, workflow_id: str, input_value: Any, records: dict[int, 
     return decision
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, StepFailed):
         return str(exc)
     where = traceback.extract_tb(exc.__traceback__)[-1:]

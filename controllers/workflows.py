@@ -259,6 +259,17 @@ def advance_one(db: Database, workflow_id: str) -> Advanced:
     return Advanced(workflow_id, decision.outcome, made)
 
 
+def set_aside(db: Database, workflow_id: str, error: str, seconds: float) -> None:
+    """An advance of this workflow failed in a way a retry at once would repeat (a bug, a value PostgreSQL
+    refuses): try it again later and say why, so one workflow cannot hold up the others."""
+    with db.transaction() as cur:
+        cur.execute("DELETE FROM workflow_wakeups WHERE workflow_id = %s", (workflow_id,))
+        cur.execute("""UPDATE workflows SET due_at = clock_timestamp() + make_interval(secs => %s), waiting_on = %s,
+                              updated_at = clock_timestamp()
+                       WHERE id = %s AND state NOT IN ('completed', 'failed', 'cancelled')""",
+                    (seconds, f"a retry of its advance, which failed: {error}"[:4000], workflow_id))
+
+
 def _records(cur: DictCursor, workflow_id: str) -> dict[int, workflows.Record]:
     cur.execute("""SELECT step, kind, name, state, result, error, wake_at, compensation FROM workflow_steps
                    WHERE workflow_id = %s ORDER BY step""", (workflow_id,))

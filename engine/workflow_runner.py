@@ -17,6 +17,7 @@ from metrics import Metrics
 POLL_SECONDS = 1.0      # the longest it goes without looking, whatever the notifications say
 BATCH = 200
 BUSY_PAUSE = 0.05       # every due one was held by another instance: let that one finish before looking again
+SET_ASIDE_SECONDS = 5.0  # an advance that failed is tried again this much later, not at once
 
 
 class WorkflowRunner(Role):
@@ -36,7 +37,15 @@ class WorkflowRunner(Role):
         for workflow_id in ids:
             if self.stopping:
                 return
-            advanced = workflows.advance_one(self.db, workflow_id)
+            try:
+                advanced = workflows.advance_one(self.db, workflow_id)
+            except self.transient:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a result PostgreSQL refuses: the others go on
+                self.log.exception("advancing workflow %s failed; retrying it in %g s", workflow_id, SET_ASIDE_SECONDS)
+                workflows.set_aside(self.db, workflow_id, f"{type(exc).__name__}: {exc}", SET_ASIDE_SECONDS)
+                self.metrics.workflow_advances.labels("error").inc()
+                continue
             self.metrics.workflow_advances.labels(advanced.outcome).inc()
             if advanced.outcome == "busy":
                 busy += 1

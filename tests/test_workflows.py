@@ -224,3 +224,41 @@ def test_an_event_made_by_hand_with_a_steps_key_is_never_taken_for_that_step(liv
     assert done["steps"][0]["event_id"] is None and done["result"]["fallback"] == 2
     event = live_client.get(f"/events/{done['steps'][1]['event_id']}").json
     assert (event["workflow_id"], event["workflow_step"]) == ("squat", 2)
+
+
+@workflows.workflow("exits")
+def _exits(ctx, data):
+    ctx.step("Addition", {"x": 1, "y": 1})
+    raise SystemExit(3)
+
+
+def test_a_workflow_that_calls_sys_exit_fails_and_the_runner_lives_on(live_client, engine):
+    made = _start(live_client, "exits", None)
+    failed = _wait_state(live_client, made["id"], "failed")
+    assert failed["error"].startswith("SystemExit: 3")
+    assert engine.workflow_runner.alive
+    assert _wait_state(live_client, _start(live_client, "careful", None)["id"], "completed")
+
+
+def test_an_advance_that_fails_is_set_aside_and_retried_while_the_others_go_on(live_client, engine, monkeypatch):
+    from controllers import workflows as controller
+
+    real = controller._write_workflow
+    failures = {"left": 2}
+
+    def flaky(cur, row, decision):
+        if row["id"] == "flaky" and failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("a bug in writing it down")
+        return real(cur, row, decision)
+
+    monkeypatch.setattr("engine.workflow_runner.SET_ASIDE_SECONDS", 0.3)
+    monkeypatch.setattr(controller, "_write_workflow", flaky)
+    flaky_one = _start(live_client, "careful", None, id="flaky")
+    other = _start(live_client, "careful", None)
+    assert _wait_state(live_client, other["id"], "completed")
+    aside = wait_for(lambda: (w := live_client.get("/workflows/flaky").json)["waiting_on"] and
+                     "a retry of its advance" in w["waiting_on"] and w, 10, 0.02, "the set-aside note")
+    assert "RuntimeError: a bug in writing it down" in aside["waiting_on"]
+    assert _wait_state(live_client, flaky_one["id"], "completed")["result"]["fallback"] == 2
+    assert failures["left"] == 0
