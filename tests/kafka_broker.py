@@ -14,7 +14,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from tests.helpers import free_port, wait_for
 
-TOPICS = {"alerts": 2, "schedules": 1, "event-history": 1, "fired": 1}
+TOPICS = {"alerts": 2, "schedules": 1, "event-history": 1, "fired": 1, "workflows": 2}
 
 
 class Broker:
