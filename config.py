@@ -84,6 +84,13 @@ class Settings:
     (days, fractions allowed; 0 keeps them). The audit log files are not touched."""
     rejected_retention_days: float = 30.0
     """Rejected Kafka messages are deleted this long after they arrived (days; 0 keeps them)."""
+    outbox_retention_days: float = 1.0
+    """Outbox rows already published to the history topic are deleted this long after they were written (days; 0
+    keeps them). Rows not yet published are never deleted."""
+    kafka_messages_retention_days: float = 7.0
+    """The record of each consumed Kafka message (topic, partition, offset), which makes a redelivered message a
+    no-op, is deleted this long after it arrived (days; 0 keeps it). Redelivery comes from offsets not yet
+    committed, seconds old; only a consumer group reset to older offsets would replay messages older than this."""
     retention_interval_seconds: float = 60.0
     """How often the retention role looks for what to delete (seconds)."""
     vacuum_holdback_warn_seconds: float = 60.0

@@ -224,6 +224,8 @@ CREATE TABLE kafka_messages (
     received_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (topic, partition, "offset")
 );
+-- Retention deletes the oldest records (KAFKA_MESSAGES_RETENTION_DAYS) by this.
+CREATE INDEX kafka_messages_received_idx ON kafka_messages (received_at);
 
 -- Kafka messages that could not become events: kept with their raw bytes and the reason, and skipped.
 CREATE TABLE rejected_messages (

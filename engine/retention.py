@@ -4,7 +4,8 @@ What it owns: the 'retention' lease in maintenance_leases (taken for a few minut
 a second instance, or a second round, never deletes beside it). What wakes it: its period
 (RETENTION_INTERVAL_SECONDS). What it writes: deletes terminal events (finished, failed, cancelled) that ended
 more than RETENTION_DAYS ago, with their history (the foreign key cascades), workflows that ended as long ago
-(with their steps and signals), and rejected Kafka messages older
+(with their steps and signals), published outbox rows older than OUTBOX_RETENTION_DAYS, the records of consumed
+Kafka messages older than KAFKA_MESSAGES_RETENTION_DAYS, and rejected Kafka messages older
 than REJECTED_RETENTION_DAYS; never a scheduled or running event. Each batch is one short transaction, so
 claims and outcomes never wait behind a long delete. The audit log files keep every line.
 """
@@ -49,7 +50,9 @@ class Retention(Role):
         return f"events kept {days:g} days" if days > 0 else "events kept forever"
 
     def run_once(self) -> None:
-        if self.settings.retention_days <= 0 and self.settings.rejected_retention_days <= 0:
+        settings = self.settings
+        if max(settings.retention_days, settings.rejected_retention_days, settings.outbox_retention_days,
+               settings.kafka_messages_retention_days) <= 0:
             return
         if not take_lease(self.db, LEASE, self.holder, LEASE_SECONDS):
             return  # another instance is pruning
@@ -60,7 +63,7 @@ class Retention(Role):
 
     def prune(self) -> dict[str, int]:
         """Delete what is old, batch by batch, while this instance holds the lease; rows deleted per table."""
-        deleted = {"events": 0, "workflows": 0, "rejected_messages": 0}
+        deleted = {"events": 0, "workflows": 0, "outbox": 0, "kafka_messages": 0, "rejected_messages": 0}
         days = self.settings.retention_days
         while days > 0 and not self.stopping:
             rows = self.db.query(
@@ -89,6 +92,30 @@ class Retention(Role):
             self.metrics.pruned.labels("workflows").inc(len(rows))
             if len(rows) < BATCH:
                 break
+        outbox_days = self.settings.outbox_retention_days
+        while outbox_days > 0 and not self.stopping:
+            # The oldest rows by id (ids follow time); of those, the ones published and old enough. An unpublished
+            # one (Kafka away for days) stays, and so stops the walk: nothing newer can be older.
+            rows = self.db.query(
+                """DELETE FROM outbox WHERE id IN (
+                       SELECT id FROM (SELECT id, sent_at, created_at FROM outbox ORDER BY id LIMIT %s) AS oldest
+                       WHERE sent_at IS NOT NULL AND created_at < now() - make_interval(secs => %s))
+                   RETURNING id""", (BATCH, outbox_days * 86400))
+            deleted["outbox"] += len(rows)
+            self.metrics.pruned.labels("outbox").inc(len(rows))
+            if len(rows) < BATCH:
+                break
+        kafka_days = self.settings.kafka_messages_retention_days
+        while kafka_days > 0 and not self.stopping:
+            rows = self.db.query(
+                """DELETE FROM kafka_messages WHERE (topic, partition, "offset") IN (
+                       SELECT topic, partition, "offset" FROM kafka_messages
+                       WHERE received_at < now() - make_interval(secs => %s) ORDER BY received_at LIMIT %s)
+                   RETURNING 1""", (kafka_days * 86400, BATCH))
+            deleted["kafka_messages"] += len(rows)
+            self.metrics.pruned.labels("kafka_messages").inc(len(rows))
+            if len(rows) < BATCH:
+                break
         rejected_days = self.settings.rejected_retention_days
         while rejected_days > 0 and not self.stopping:
             rows = self.db.query(
@@ -101,7 +128,8 @@ class Retention(Role):
             if len(rows) < BATCH:
                 break
         if any(deleted.values()):
-            self.log.info("retention deleted %d events (with their history), %d workflows (with their steps) and "
-                          "%d rejected messages", deleted["events"], deleted["workflows"],
+            self.log.info("retention deleted %d events (with their history), %d workflows (with their steps), "
+                          "%d outbox rows, %d Kafka message records and %d rejected messages", deleted["events"],
+                          deleted["workflows"], deleted["outbox"], deleted["kafka_messages"],
                           deleted["rejected_messages"])
         return deleted

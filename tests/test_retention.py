@@ -33,7 +33,7 @@ def test_only_terminal_events_older_than_the_retention_go_with_their_history(set
                    VALUES ('t', 0, 1, 'old', now() - interval '40 days'), ('t', 0, 2, 'new', now())""")
     deleted = retention(settings, db, retention_days=7).prune()
     old = {r["id"] for r in made if r["old"]}
-    assert deleted == {"events": 3, "workflows": 0, "rejected_messages": 1}
+    assert deleted == {"events": 3, "workflows": 0, "outbox": 0, "kafka_messages": 0, "rejected_messages": 1}
     left = {r["id"]: r["state"] for r in sql(db_url, "SELECT id, state FROM events")}
     assert set(left) == {r["id"] for r in made} - old
     assert sorted(left.values()) == ["finished", "running", "scheduled"]
@@ -44,7 +44,7 @@ def test_only_terminal_events_older_than_the_retention_go_with_their_history(set
 def test_fractions_of_a_day_count_and_zero_keeps_everything(settings, db, db_url):
     sql(db_url, OLD_AND_NEW)
     assert retention(settings, db, retention_days=0, rejected_retention_days=0).prune() == \
-        {"events": 0, "workflows": 0, "rejected_messages": 0}
+        {"events": 0, "workflows": 0, "outbox": 0, "kafka_messages": 0, "rejected_messages": 0}
     assert sql(db_url, "SELECT count(*) AS n FROM events") == [{"n": 6}]
     # Half a day: the event that ended a day ago goes too; the scheduled and running ones never.
     assert retention(settings, db, retention_days=0.5).prune()["events"] == 4
@@ -109,3 +109,19 @@ def test_workflows_that_ended_long_ago_go_with_their_steps_and_running_ones_stay
     assert sorted(r["workflow_id"] for r in sql(db_url, "SELECT workflow_id FROM workflow_steps")) == [
         "recent", "still-waiting"]
     assert [r["workflow_id"] for r in sql(db_url, "SELECT workflow_id FROM workflow_signals")] == ["still-waiting"]
+
+
+def test_published_outbox_rows_and_old_kafka_message_records_go_and_unpublished_rows_stay(settings, db, db_url):
+    sql(db_url, """INSERT INTO outbox (event_id, body, created_at, sent_at) VALUES
+                       (1, '{}', now() - interval '3 days', now() - interval '3 days'),
+                       (2, '{}', now() - interval '2 days', NULL),
+                       (3, '{}', now() - interval '2 days', now() - interval '2 days'),
+                       (4, '{}', now() - interval '1 hour', now() - interval '1 hour')""")
+    sql(db_url, """INSERT INTO kafka_messages (topic, partition, "offset", received_at) VALUES
+                       ('alerts', 0, 1, now() - interval '9 days'), ('alerts', 0, 2, now() - interval '1 day')""")
+    deleted = retention(settings, db, retention_days=0, rejected_retention_days=0, outbox_retention_days=1,
+                        kafka_messages_retention_days=7).prune()
+    assert (deleted["outbox"], deleted["kafka_messages"]) == (2, 1)
+    # The unpublished row stays however old (Kafka was away), and so does what is younger than the limit.
+    assert [r["event_id"] for r in sql(db_url, "SELECT event_id FROM outbox ORDER BY id")] == [2, 4]
+    assert [r["offset"] for r in sql(db_url, 'SELECT "offset" FROM kafka_messages')] == [2]
