@@ -202,12 +202,7 @@ def record(action: str, event: Any, **fields: Any) -> None:
         "state": get("state"),
     }
     line.update(fields)
-    text = _one_line(line)
-    buffer = getattr(_local, "buffer", None)
-    if buffer is not None:
-        buffer.append(text)
-    elif _audit_file is not None:
-        _audit_file.write([text])
+    _emit(line)
 
 
 def workflow(action: str, workflow_id: str, name: str, state: str, **fields: Any) -> None:
@@ -216,6 +211,11 @@ def workflow(action: str, workflow_id: str, name: str, state: str, **fields: Any
     line: dict[str, Any] = {"time": datetime.now(timezone.utc).isoformat(), "action": action,
                             "workflow_id": workflow_id, "workflow": name, "state": state}
     line.update(fields)
+    _emit(line)
+
+
+def _emit(line: dict[str, Any]) -> None:
+    """Inside `batch()` the line waits for the end of the batch; otherwise it is written at once."""
     text = _one_line(line)
     buffer = getattr(_local, "buffer", None)
     if buffer is not None:

@@ -63,73 +63,63 @@ class Retention(Role):
 
     def prune(self) -> dict[str, int]:
         """Delete what is old, batch by batch, while this instance holds the lease; rows deleted per table."""
-        deleted = {"events": 0, "workflows": 0, "outbox": 0, "kafka_messages": 0, "rejected_messages": 0}
-        days = self.settings.retention_days
-        while days > 0 and not self.stopping:
-            rows = self.db.query(
-                """DELETE FROM events WHERE id IN (
-                       SELECT id FROM events
-                       WHERE state IN ('finished', 'failed', 'cancelled')
-                         AND finished_at < now() - make_interval(secs => %s)
-                       ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
-                   RETURNING id""", (days * 86400, BATCH))
-            deleted["events"] += len(rows)
-            self.metrics.pruned.labels("events").inc(len(rows))
-            if len(rows) < BATCH:
-                break
-            if not take_lease(self.db, LEASE, self.holder, LEASE_SECONDS):
-                break  # the lease ran out meanwhile and someone else took it
-        while days > 0 and not self.stopping:
+        settings = self.settings
+        deleted = {
+            "events": self._in_batches("events", settings.retention_days, _OLD_EVENTS, renew=True),
             # Workflows that ended as long ago, with their steps and signals (cascade); their events went above.
-            rows = self.db.query(
-                """DELETE FROM workflows WHERE id IN (
-                       SELECT id FROM workflows
-                       WHERE state IN ('completed', 'failed', 'cancelled')
-                         AND finished_at < now() - make_interval(secs => %s)
-                       ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
-                   RETURNING id""", (days * 86400, BATCH))
-            deleted["workflows"] += len(rows)
-            self.metrics.pruned.labels("workflows").inc(len(rows))
-            if len(rows) < BATCH:
-                break
-        outbox_days = self.settings.outbox_retention_days
-        while outbox_days > 0 and not self.stopping:
-            # The oldest rows by id (ids follow time); of those, the ones published and old enough. An unpublished
-            # one (Kafka away for days) stays, and so stops the walk: nothing newer can be older.
-            rows = self.db.query(
-                """DELETE FROM outbox WHERE id IN (
-                       SELECT id FROM (SELECT id, sent_at, created_at FROM outbox ORDER BY id LIMIT %s) AS oldest
-                       WHERE sent_at IS NOT NULL AND created_at < now() - make_interval(secs => %s))
-                   RETURNING id""", (BATCH, outbox_days * 86400))
-            deleted["outbox"] += len(rows)
-            self.metrics.pruned.labels("outbox").inc(len(rows))
-            if len(rows) < BATCH:
-                break
-        kafka_days = self.settings.kafka_messages_retention_days
-        while kafka_days > 0 and not self.stopping:
-            rows = self.db.query(
-                """DELETE FROM kafka_messages WHERE (topic, partition, "offset") IN (
-                       SELECT topic, partition, "offset" FROM kafka_messages
-                       WHERE received_at < now() - make_interval(secs => %s) ORDER BY received_at LIMIT %s)
-                   RETURNING 1""", (kafka_days * 86400, BATCH))
-            deleted["kafka_messages"] += len(rows)
-            self.metrics.pruned.labels("kafka_messages").inc(len(rows))
-            if len(rows) < BATCH:
-                break
-        rejected_days = self.settings.rejected_retention_days
-        while rejected_days > 0 and not self.stopping:
-            rows = self.db.query(
-                """DELETE FROM rejected_messages WHERE id IN (
-                       SELECT id FROM rejected_messages WHERE received_at < now() - make_interval(secs => %s)
-                       ORDER BY id LIMIT %s)
-                   RETURNING id""", (rejected_days * 86400, BATCH))
-            deleted["rejected_messages"] += len(rows)
-            self.metrics.pruned.labels("rejected_messages").inc(len(rows))
-            if len(rows) < BATCH:
-                break
+            "workflows": self._in_batches("workflows", settings.retention_days, _OLD_WORKFLOWS),
+            "outbox": self._in_batches("outbox", settings.outbox_retention_days, _OLD_OUTBOX),
+            "kafka_messages": self._in_batches("kafka_messages", settings.kafka_messages_retention_days,
+                                               _OLD_KAFKA_MESSAGES),
+            "rejected_messages": self._in_batches("rejected_messages", settings.rejected_retention_days,
+                                                  _OLD_REJECTED),
+        }
         if any(deleted.values()):
             self.log.info("retention deleted %d events (with their history), %d workflows (with their steps), "
                           "%d outbox rows, %d Kafka message records and %d rejected messages", deleted["events"],
                           deleted["workflows"], deleted["outbox"], deleted["kafka_messages"],
                           deleted["rejected_messages"])
         return deleted
+
+    def _in_batches(self, table: str, days: float, statement: str, renew: bool = False) -> int:
+        """Run a DELETE of at most BATCH rows older than `days` until one deletes fewer; 0 days keeps all.
+        `renew`: renew the lease between batches (a long backlog), stopping if someone else took it."""
+        total = 0
+        while days > 0 and not self.stopping:
+            rows = self.db.query(statement, {"seconds": days * 86400, "batch": BATCH})
+            total += len(rows)
+            self.metrics.pruned.labels(table).inc(len(rows))
+            if len(rows) < BATCH:
+                break
+            if renew and not take_lease(self.db, LEASE, self.holder, LEASE_SECONDS):
+                break  # the lease ran out meanwhile and someone else took it
+        return total
+
+
+_OLD_EVENTS = """DELETE FROM events WHERE id IN (
+                     SELECT id FROM events
+                     WHERE state IN ('finished', 'failed', 'cancelled')
+                       AND finished_at < now() - make_interval(secs => %(seconds)s)
+                     ORDER BY finished_at, id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+                 RETURNING id"""
+_OLD_WORKFLOWS = """DELETE FROM workflows WHERE id IN (
+                        SELECT id FROM workflows
+                        WHERE state IN ('completed', 'failed', 'cancelled')
+                          AND finished_at < now() - make_interval(secs => %(seconds)s)
+                        ORDER BY finished_at, id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+                    RETURNING id"""
+# The oldest rows by id (ids follow time); of those, the ones published and old enough. An unpublished one (Kafka
+# away for days) stays, and so stops the walk: nothing newer can be older.
+_OLD_OUTBOX = """DELETE FROM outbox WHERE id IN (
+                     SELECT id FROM (SELECT id, sent_at, created_at FROM outbox ORDER BY id LIMIT %(batch)s) AS oldest
+                     WHERE sent_at IS NOT NULL AND created_at < now() - make_interval(secs => %(seconds)s))
+                 RETURNING id"""
+_OLD_KAFKA_MESSAGES = """DELETE FROM kafka_messages WHERE (topic, partition, "offset") IN (
+                             SELECT topic, partition, "offset" FROM kafka_messages
+                             WHERE received_at < now() - make_interval(secs => %(seconds)s)
+                             ORDER BY received_at LIMIT %(batch)s)
+                         RETURNING 1"""
+_OLD_REJECTED = """DELETE FROM rejected_messages WHERE id IN (
+                       SELECT id FROM rejected_messages WHERE received_at < now() - make_interval(secs => %(seconds)s)
+                       ORDER BY id LIMIT %(batch)s)
+                   RETURNING id"""
