@@ -124,3 +124,58 @@ def broken(ctx, data):
     ctx.step("Addition", {"x": 1, "y": 1})
     ctx.on_failure("Addition", {"x": 100, "y": 1})
     raise ValueError("the order has no lines")
+
+
+# -- workflows on real processes: tests/faults/test_workflow_crashes.py, tests/test_workflows_process.py ---------
+# Their steps call the `workflow_record` handler through a callback named WORKFLOW_RECORD (the tests create both
+# the callback and the side table below), so the database itself says which (event, attempt) ran, for which
+# workflow and step: a second run of one attempt fails on the primary key.
+
+WORKFLOW_RECORD = "wrec"
+
+WORKFLOW_EXECUTIONS = """
+CREATE TABLE IF NOT EXISTS workflow_executions (
+    event_id bigint NOT NULL, attempt integer NOT NULL, workflow_id text, step integer, pid integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (event_id, attempt)
+);
+"""
+
+
+@handler("workflow_record")
+def workflow_record(payload: dict[str, Any], attempt) -> int:
+    """A step's side effect: (event, attempt, its workflow and step) into workflow_executions, then 2x + 1 of the
+    payload's `x`: a result that depends on the payload only, so a crashed run and a clean one answer the same."""
+    with _conn().cursor() as cur:
+        cur.execute("""INSERT INTO workflow_executions (event_id, attempt, workflow_id, step, pid)
+                       SELECT id, %s, workflow_id, workflow_step, %s FROM events WHERE id = %s""",
+                    (attempt.attempt, os.getpid(), attempt.event_id))
+    time.sleep(float(payload.get("work", 0)))
+    crashpoints.reached("in_callback")
+    return int(payload["x"]) * 2 + 1
+
+
+@workflow("crash_rounds")
+def crash_rounds(ctx, data):
+    """One of each boundary a crash can fall on: a call, a parallel pair, a durable sleep, a signal kept until the
+    wait (sent when the workflow was made), a last call, and with `fail` its two compensations, newest first."""
+    work = {"work": data.get("work", 0)}
+    first = ctx.step(WORKFLOW_RECORD, {"x": data["n"], **work})
+    ctx.on_failure(WORKFLOW_RECORD, {"x": -first, **work})
+    pair = ctx.all([(WORKFLOW_RECORD, {"x": first, **work}), (WORKFLOW_RECORD, {"x": first + 1, **work})])
+    ctx.sleep(data.get("sleep", 0.2))
+    said = ctx.wait_for("go")
+    last = ctx.step(WORKFLOW_RECORD, {"x": pair[0] + pair[1] + said, **work})
+    ctx.on_failure(WORKFLOW_RECORD, {"x": -last, **work})
+    if data.get("fail"):
+        raise ValueError(f"planned failure after {last}")
+    return {"first": first, "pair": pair, "said": said, "last": last}
+
+
+@workflow("nap")
+def nap(ctx, data):
+    """A step, a durable sleep, a step; cancelled during the sleep, the first step's compensation runs."""
+    before = ctx.step(WORKFLOW_RECORD, {"x": data["n"]})
+    ctx.on_failure(WORKFLOW_RECORD, {"x": -before})
+    ctx.sleep(data["sleep"])
+    return ctx.step(WORKFLOW_RECORD, {"x": before})
