@@ -199,6 +199,7 @@ function signedOut() {
   renderCallbacks();
   schedules = [];
   renderSchedules();
+  clearWorkflows();
   $("counts").replaceChildren();
   $("chart").replaceChildren();
   $("lateness").replaceChildren();
@@ -290,14 +291,20 @@ function parseWhen(text) {
 
 /** A JSON object from a text area, or a readable reason why not. */
 function parseObject(text) {
+  const parsed = parseJson(text, {});
+  if (parsed.error || parsed.empty) return parsed;
+  if (parsed.value === null || typeof parsed.value !== "object" || Array.isArray(parsed.value)) {
+    return { error: "The payload must be a JSON object, in { braces }." };
+  }
+  return parsed;
+}
+
+/** Any JSON value from a text area ({value}, with `empty` for an empty one), or a readable reason why not. */
+function parseJson(text, empty = null) {
   const value = text.trim();
-  if (!value) return { value: {} };
+  if (!value) return { value: empty, empty: true };
   try {
-    const parsed = JSON.parse(value);
-    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-      return { error: "The payload must be a JSON object, in { braces }." };
-    }
-    return { value: parsed };
+    return { value: JSON.parse(value) };
   } catch (err) {
     let where = "";
     const match = /position (\d+)/.exec(err.message);
@@ -896,6 +903,7 @@ function renderDetail(e) {
     ...fact("Priority", String(e.priority)),
     ...fact("Source", e.source),
     ...(e.schedule_id ? fact("Schedule", scheduleLink(e.schedule_id, scheduleName(e.schedule_id))) : []),
+    ...(e.workflow_id ? fact("Workflow", workflowLink(e.workflow_id, `${e.workflow_id}, step ${e.workflow_step}`)) : []),
     ...fact("Created", timeEl(e.created_at, true)),
   ];
   if (e.started_at) facts.push(...fact("Started", timeEl(e.started_at, true)));
@@ -1399,6 +1407,535 @@ function scheduleLink(id, text, attrs = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Workflows page (DESIGN.md "Workflows"): the list, filtered by name and state (#workflows), and one
+// workflow (#workflows?id=ID): what it waits on now, since when and until when, its steps as a timeline
+// (each with its times, a timer's or a wait's end, its event, its result or error) and the signals it
+// received. A write token sends it signals and cancels it; other scopes do not see those controls at all.
+//
+// The live stream carries events, not workflows; but a workflow's steps are events, so a change re-reads
+// what is shown (one read at a time). Timers and waits change no event, so an open workflow that has not
+// ended is also read every 2 s, and the list while it shows one that has not.
+
+const WF_TERMINAL = ["completed", "failed", "cancelled"];
+const WF_REFRESH = 2000;       // ms between reads of what is shown while it may change
+const WF_LIVE_DELAY = 300;     // ms from a live change to the read it asks for (a burst asks once)
+const ISO_INSTANT = /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})/g;
+
+const wf = {
+  rows: [],              // the list shown
+  nodes: new Map(),      // id -> <tr>
+  before: null,          // next_before of the last page read
+  size: PAGE,            // how many rows the person asked to see
+  names: new Set(),      // workflow names seen, suggested by the name filter
+  listing: null,         // the list read in flight
+  listAgain: false,      // asked for while it was in flight
+  id: null,              // the workflow open in the detail
+  shown: null,           // its last answer
+  key: null,             // the answer last drawn: an unchanged one is not drawn again (focus, selection stay)
+  missing: false,        // the open id answered 404: not read again until opened again
+  reading: null,
+  readAgain: false,
+  soon: null,            // a read asked for by a live change
+  ticks: 0,
+  nameTimer: null,       // the debounce of the name filter
+  suggested: "",         // the signal name the form was filled with (what the workflow waits for)
+  focusTitle: false,     // opened from the list by the person: the focus goes to the workflow's title
+};
+
+function wfViewShown() { return Boolean(access.scope) && !$("view-workflows").hidden; }
+function wfListShown() { return wfViewShown() && !$("wf-list").hidden; }
+function wfDetailShown() { return wfViewShown() && !$("wf-detail").hidden; }
+function wfEnded(w) { return WF_TERMINAL.includes(w.state); }
+function wfHref(id) { return "#workflows?id=" + encodeURIComponent(id); }
+
+/** A text from the API with the instants in it (`sleep until 2026-...Z`) shown as times in the person's zone. */
+function withTimes(text) {
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(ISO_INSTANT)) {
+    if (match.index > last) nodes.push(text.slice(last, match.index));
+    nodes.push(timeEl(match[0]));
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) nodes.push(text.slice(last));
+  return nodes;
+}
+
+/** "12 s ago", "in 59 min", "just now": how far an instant is from now (the server's clock and this one
+ *  may differ by a little: a second either way is now). */
+function relative(iso, now = Date.now()) {
+  const seconds = Math.round((new Date(iso).getTime() - now) / 1000);
+  const abs = Math.abs(seconds);
+  if (abs <= 1) return "just now";
+  const size = abs < 60 ? `${abs} s` : abs < 5400 ? `${Math.round(abs / 60)} min`
+    : abs < 129600 ? `${Math.round(abs / 3600)} h` : `${Math.round(abs / 86400)} days`;
+  return seconds >= 0 ? `in ${size}` : `${size} ago`;
+}
+
+/** 42 ms, 2.4 s, 3 min 5 s, 2 h 10 min */
+function duration(ms) {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+// The list.
+
+function wfFilters() {
+  return { workflow: $("wf-f-name").value.trim() || null, state: $("wf-f-state").value || null };
+}
+
+function wfQuery(limit, before) {
+  const f = wfFilters();
+  const params = new URLSearchParams({ limit: String(limit) });
+  if (f.workflow) params.set("workflow", f.workflow);
+  if (f.state) params.set("state", f.state);
+  if (before) params.set("before", before);
+  return "/workflows?" + params.toString();
+}
+
+/** Read the list (one read at a time; asked for during one, it is read once more right after). */
+function loadWorkflows() {
+  if (wf.listing) { wf.listAgain = true; return wf.listing; }
+  wf.listing = (async () => {
+    try {
+      do {
+        wf.listAgain = false;
+        const asked = wfQuery(0);
+        const { data } = await api("GET", wfQuery(Math.min(wf.size, 1000)));
+        if (asked !== wfQuery(0)) { wf.listAgain = true; continue; }  // the filters changed meanwhile
+        wf.rows = data.workflows;
+        wf.before = data.next_before;
+        renderWorkflows();
+        say($("wf-list-msg"), "");
+      } while (wf.listAgain && access.scope);
+    } catch (err) {
+      if (access.scope) say($("wf-list-msg"), `Could not load workflows: ${err.message}`, "bad");
+    } finally {
+      wf.listing = null;
+    }
+  })();
+  return wf.listing;
+}
+
+async function loadOlderWorkflows() {
+  if (!wf.before) return;
+  const { data } = await api("GET", wfQuery(PAGE, wf.before));
+  const known = new Set(wf.rows.map((w) => w.id));
+  wf.rows = wf.rows.concat(data.workflows.filter((w) => !known.has(w.id)));
+  wf.before = data.next_before;
+  wf.size = wf.rows.length;
+  renderWorkflows();
+}
+
+/** What a workflow of the list waits on: the API's words, with their instants as times. */
+function waitingCell(w) {
+  if (wfEnded(w)) return [el("span", { class: "muted", text: "—" })];
+  const nodes = w.waiting_on ? withTimes(w.waiting_on) : [el("span", { class: "muted", text: "its next step" })];
+  if (w.cancel_requested_at) nodes.push(el("span", { class: "cancelling", text: " · cancelling" }));
+  return nodes;
+}
+
+function workflowCells(w) {
+  return [
+    el("td", { class: "wf-id" }, w.id, el("span", { class: "wf-name-narrow", "aria-hidden": "true", text: w.workflow })),
+    el("td", { class: "cb opt", text: w.workflow }),
+    el("td", { class: "state" }, badge(w.state)),
+    el("td", { class: "wf-on" }, ...waitingCell(w)),
+    el("td", { class: "opt at" }, timeEl(w.created_at)),
+    el("td", { class: "at" }, timeEl(w.updated_at)),
+  ];
+}
+
+function openFromList(id) {
+  wf.focusTitle = true;
+  location.hash = wfHref(id);
+}
+
+/** The list, row by row: a row whose workflow did not change keeps its node (and the focus in it). */
+function renderWorkflows() {
+  const body = $("wf-body");
+  const keep = new Set(wf.rows.map((w) => w.id));
+  for (const [id, node] of wf.nodes) if (!keep.has(id)) { node.remove(); wf.nodes.delete(id); }
+  let position = body.firstElementChild;
+  for (const w of wf.rows) {
+    let node = wf.nodes.get(w.id);
+    if (!node) {
+      node = el("tr", { tabindex: "0", "data-wf-id": w.id });
+      node.addEventListener("click", () => openFromList(w.id));
+      node.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openFromList(w.id); }
+        else if (e.key === "ArrowDown" && node.nextElementSibling) { e.preventDefault(); node.nextElementSibling.focus(); }
+        else if (e.key === "ArrowUp" && node.previousElementSibling) { e.preventDefault(); node.previousElementSibling.focus(); }
+      });
+      wf.nodes.set(w.id, node);
+    }
+    const key = JSON.stringify([w.updated_at, w.state, w.waiting_on, w.cancel_requested_at]);
+    if (node.dataset.key !== key) {
+      node.dataset.key = key;
+      node.dataset.state = w.state;
+      node.setAttribute("aria-label", `Workflow ${w.id}, ${w.workflow}, ${w.state}`);
+      node.replaceChildren(...workflowCells(w));
+    }
+    if (node !== position) body.insertBefore(node, position);
+    else position = position.nextElementSibling;
+    wf.names.add(w.workflow);
+  }
+  const names = [...wf.names].sort();
+  if ($("wf-names").options.length !== names.length) {
+    $("wf-names").replaceChildren(...names.map((name) => el("option", { value: name })));
+  }
+  $("wf-empty").hidden = wf.rows.length > 0;
+  $("wf-more").hidden = !wf.before;
+  $("wf-info").textContent = wf.rows.length ? `${wf.rows.length} shown, newest first` : "";
+}
+
+function onWorkflowFilter() {
+  wf.size = PAGE;
+  wf.rows = [];
+  renderWorkflows();
+  loadWorkflows();
+}
+
+// One workflow.
+
+function showWorkflowList() {
+  wf.id = null;
+  $("wf-detail").hidden = true;
+  $("wf-list").hidden = false;
+  document.title = "Workflows · Punctual";
+  const back = wf.shown && wf.nodes.get(wf.shown.id);
+  loadWorkflows().then(() => {
+    const row = back && back.isConnected ? back : null;
+    if (row && document.activeElement === document.body) row.focus();  // back where the person was
+  });
+}
+
+function openWorkflow(id) {
+  $("wf-list").hidden = true;
+  $("wf-detail").hidden = false;
+  if (id !== wf.id) {  // another workflow: nothing of the previous one stays on screen
+    wf.id = id;
+    wf.shown = null;
+    wf.key = null;
+    wf.missing = false;
+    wf.suggested = "";
+    const detail = $("wf-detail");
+    detail.dataset.id = id;
+    delete detail.dataset.state;
+    $("wf-title").replaceChildren(`Workflow ${id}`);
+    for (const part of ["wf-now", "wf-facts", "wf-input", "wf-outcome", "wf-steps", "wf-signals"]) $(part).replaceChildren();
+    $("wf-steps-info").textContent = "";
+    $("wf-steps-empty").hidden = $("wf-signals-empty").hidden = true;
+    $("wf-sig-name").value = "";
+    $("wf-sig-value").value = "";
+    checkSignalValue();
+    say($("wf-msg"), "");
+    $("wf-actions").hidden = true;  // until the workflow says whether it can still be signalled
+  }
+  document.title = `Workflow ${id} · Punctual`;
+  if (wf.focusTitle) { wf.focusTitle = false; $("wf-title").focus(); }
+  loadWorkflow();
+}
+
+/** Read the open workflow (one read at a time; an answer for a workflow no longer open is dropped). */
+function loadWorkflow() {
+  if (wf.reading) { wf.readAgain = true; return wf.reading; }
+  wf.reading = (async () => {
+    try {
+      do {
+        wf.readAgain = false;
+        const id = wf.id;
+        if (id === null) return;
+        try {
+          const { data } = await api("GET", `/workflows/${encodeURIComponent(id)}`);
+          if (id === wf.id) renderWorkflow(data);
+        } catch (err) {
+          if (id !== wf.id || !access.scope) continue;
+          if (err.status === 404) {
+            wf.missing = true;
+            $("wf-detail").dataset.state = "missing";
+            $("wf-now").replaceChildren(el("p", { class: "bad", text:
+              `There is no workflow ${id}: it was never started, or it ended long enough ago for retention to remove it.` }));
+            $("wf-actions").hidden = true;
+          } else {
+            say($("wf-msg"), `Could not read the workflow: ${err.message}`, "bad");
+          }
+        }
+      } while (wf.readAgain && access.scope);
+    } finally {
+      wf.reading = null;
+    }
+  })();
+  return wf.reading;
+}
+
+function openSteps(w) { return (w.steps || []).filter((s) => s.state === "pending" || s.state === "waiting"); }
+
+function earliest(values) {
+  const present = values.filter(Boolean);
+  return present.length ? present.reduce((a, b) => (new Date(a) <= new Date(b) ? a : b)) : null;
+}
+
+/** What the workflow does now: how it ended, or what it waits on, since when and until when. Drawn again
+ *  at every refresh (the "ago" and "in" move on). */
+function renderWorkflowNow(w) {
+  const box = $("wf-now");
+  box.dataset.state = w.state;
+  if (wfEnded(w)) {
+    const took = w.finished_at ? duration(new Date(w.finished_at) - new Date(w.created_at)) : null;
+    box.replaceChildren(el("p", { class: "now-main" },
+      el("strong", { text: { completed: "Completed", failed: "Failed", cancelled: "Cancelled" }[w.state] }), " ",
+      timeEl(w.finished_at || w.updated_at, true), took ? ` after ${took}` : "",
+      ` (${relative(w.finished_at || w.updated_at)}).`));
+    return;
+  }
+  const open = openSteps(w);
+  const since = earliest(open.map((s) => s.created_at)) || w.updated_at;
+  const until = earliest(open.map((s) => s.wake_at));
+  const what = w.waiting_on ? withTimes(w.waiting_on)
+    : [w.advances ? "its next step, being decided now" : "its first step, made by the workflow runner in a moment"];
+  const lines = [
+    el("p", { class: "now-main" }, el("strong", { text: w.state === "waiting" ? "Waiting on " : "Running: " }), ...what),
+    el("p", { class: "now-when" }, "since ", timeEl(since, true), ` (${relative(since)})`,
+      until ? el("span", {}, " · until ", timeEl(until, true), ` (${relative(until)})`) : null),
+  ];
+  if (w.cancel_requested_at) {
+    lines.push(el("p", { class: "now-cancel" }, "Cancel asked for ", timeEl(w.cancel_requested_at, true),
+      ": it stops where it waits, then runs its compensations."));
+  }
+  box.replaceChildren(...lines);
+}
+
+/** A step's name: the callback it calls or the signal it waits for; timers and recorded times have none. */
+function stepTitle(s) {
+  return { sleep: "durable timer", now: "recorded time" }[s.kind] || s.name;
+}
+
+/** One step of the timeline: number, kind, name, compensation, state; when; its event; what it gave. */
+function stepItem(s, consumed) {
+  const head = el("div", { class: "step-head" },
+    el("span", { class: "step-n", "aria-label": `Step ${s.step}`, text: String(s.step) }),
+    el("span", { class: `kind k-${s.kind}`, text: s.kind }),
+    el("strong", { class: "step-name", text: stepTitle(s) }),
+    s.compensation ? el("span", { class: "comp", title: "A compensation: it runs because the workflow failed or was cancelled",
+      text: "↩ compensation" }) : null,
+    badge(s.state));
+  const when = el("div", { class: "step-when" }, timeEl(s.created_at));
+  if (s.finished_at) when.append(" → ", timeEl(s.finished_at), ` (${duration(new Date(s.finished_at) - new Date(s.created_at))})`);
+  else when.append(" → …");  // how long so far: in the box above, which is drawn again at every refresh
+  if (s.wake_at) {
+    const words = s.kind === "sleep" ? (s.finished_at ? " · slept until " : " · sleeps until ")
+      : (s.finished_at ? " · its timeout was " : " · waits until ");
+    when.append(el("span", { class: "until" }, words, timeEl(s.wake_at)));
+  }
+  const parts = [head, when];
+  if (s.event_id) {
+    const attempts = s.event_attempts === 1 ? "1 attempt" : `${s.event_attempts ?? 0} attempts`;
+    parts.push(el("div", { class: "step-event" },
+      el("a", { href: `#events?id=${s.event_id}`, "data-event": s.event_id, text: `Event #${s.event_id}`,
+        onclick: (e) => { e.preventDefault(); openDetail(s.event_id); } }),
+      s.event_state ? el("span", { class: "muted" }, " ", badge(s.event_state), ` ${attempts}`) : null));
+  }
+  if (s.error) parts.push(el("div", { class: "error", text: s.error }));
+  if (s.kind === "signal" && s.state === "completed") {
+    parts.push(consumed ? el("div", { class: "step-out" }, "received ", el("code", { text: preview(s.result, 200) }))
+      : el("div", { class: "step-out muted", text: "no signal came before the wait's end: it gave null" }));
+  } else if (s.kind === "now" && s.result) {
+    parts.push(el("div", { class: "step-out" }, "recorded ", timeEl(s.result, true)));
+  } else if (s.state === "completed" && s.kind === "call") {
+    parts.push(el("div", { class: "step-out" }, "result ", el("code", { text: preview(s.result, 300) })));
+  }
+  return el("li", { class: `wf-step s-${s.state}${s.compensation ? " compensation" : ""}`, "data-step": s.step,
+    "data-kind": s.kind, "data-state": s.state }, ...parts);
+}
+
+function signalItem(g) {
+  return el("li", { "data-signal": g.id, "data-step": g.step ?? "" },
+    el("strong", { class: "sig-name", text: g.name }), " ",
+    el("code", { class: "sig-value", text: preview(g.value, 200) }),
+    el("div", { class: "muted" }, "received ", timeEl(g.received_at), ` from ${g.source} · `,
+      g.step !== null && g.step !== undefined
+        ? el("span", { class: "used", text: `taken by step ${g.step}` })
+        : el("span", { class: "kept", text: `kept: no wait for "${g.name}" has taken it yet` })));
+}
+
+function renderWorkflow(w) {
+  wf.shown = w;
+  wf.missing = false;
+  const detail = $("wf-detail");
+  detail.dataset.state = w.state;
+  renderWorkflowNow(w);
+  const key = JSON.stringify(w);
+  if (key === wf.key) return;
+  wf.key = key;
+  const ended = wfEnded(w);
+  $("wf-title").replaceChildren(`Workflow ${w.id} `, badge(w.state));
+  const fact = (name, value) => [el("dt", { text: name }), el("dd", {}, value)];
+  const facts = [...fact("Workflow", w.workflow), ...fact("Started", timeEl(w.created_at, true)),
+    ...fact("Updated", timeEl(w.updated_at, true))];
+  if (w.finished_at) facts.push(...fact("Ended", timeEl(w.finished_at, true)));
+  if (w.due_at && !ended) facts.push(...fact("Next advance", timeEl(w.due_at, true)));
+  facts.push(...fact("Advances", String(w.advances)), ...fact("Source", w.source));
+  $("wf-facts").replaceChildren(...facts);
+  $("wf-input").textContent = JSON.stringify(w.input, null, 2);
+  const outcome = [];
+  if (w.state === "completed") outcome.push(el("h3", { text: "Result" }), el("pre", { id: "wf-result", text: JSON.stringify(w.result, null, 2) }));
+  if (w.error) outcome.push(el("h3", { text: "Error" }), el("pre", { id: "wf-error", class: "error", text: w.error }));
+  $("wf-outcome").replaceChildren(...outcome);
+
+  const steps = w.steps || [];
+  const signals = w.signals || [];
+  const takenBy = new Set(signals.filter((g) => g.step !== null && g.step !== undefined).map((g) => g.step));
+  $("wf-steps").replaceChildren(...steps.map((s) => stepItem(s, takenBy.has(s.step))));
+  $("wf-steps-empty").hidden = steps.length > 0;
+  const compensations = steps.filter((s) => s.compensation).length;
+  $("wf-steps-info").textContent = steps.length
+    ? `${steps.length} step${steps.length === 1 ? "" : "s"}${compensations ? `, ${compensations} compensation${compensations === 1 ? "" : "s"}` : ""}` : "";
+  $("wf-signals").replaceChildren(...signals.map(signalItem));
+  $("wf-signals-empty").hidden = signals.length > 0;
+
+  // Signal and cancel: only while it has not ended (the API refuses both after), cancel only once. Once it
+  // ended, the box stays only to keep what the person just did in sight (the answer to their signal, cancel).
+  const actions = !ended || Boolean($("wf-msg").textContent);
+  $("wf-actions").hidden = !actions;
+  $("wf-top").classList.toggle("ended", !actions);
+  $("wf-signal").hidden = ended;
+  $("wf-cancel-row").hidden = ended || Boolean(w.cancel_requested_at);
+  $("wf-ended").hidden = !ended;
+  const waitsFor = [...new Set(openSteps(w).filter((s) => s.kind === "signal").map((s) => s.name))];
+  $("wf-sig-names").replaceChildren(...waitsFor.map((name) => el("option", { value: name })));
+  const input = $("wf-sig-name");
+  if (waitsFor.length && (input.value === "" || input.value === wf.suggested) && document.activeElement !== input) {
+    input.value = wf.suggested = waitsFor[0];  // what it waits for, unless the person typed another name
+  }
+}
+
+function checkSignalValue() {
+  const result = parseJson($("wf-sig-value").value);
+  const msg = $("wf-sig-value-msg");
+  msg.textContent = result.error || (result.empty ? "Empty: the signal's value is null." : "Valid JSON.");
+  msg.className = "field-msg " + (result.error ? "bad" : result.empty ? "hint" : "ok");
+  $("wf-sig-value").setAttribute("aria-invalid", String(Boolean(result.error)));
+  return result;
+}
+
+async function sendSignal(e) {
+  e.preventDefault();
+  const out = $("wf-msg");
+  const name = $("wf-sig-name").value.trim();
+  $("wf-sig-name").removeAttribute("aria-invalid");
+  if (!name) {
+    say(out, "Nothing was sent: name the signal (what the workflow's wait_for asks for).", "bad");
+    $("wf-sig-name").setAttribute("aria-invalid", "true");
+    $("wf-sig-name").focus();
+    return;
+  }
+  const value = checkSignalValue();
+  if (value.error) { say(out, "Nothing was sent: fix the value first.", "bad"); $("wf-sig-value").focus(); return; }
+  const id = wf.id;
+  $("wf-sig-send").disabled = true;
+  say(out, "Sending…");
+  try {
+    await api("POST", `/workflows/${encodeURIComponent(id)}/signals/${encodeURIComponent(name)}`, { value: value.value });
+    if (id !== wf.id) return;
+    say(out, `Signal "${name}" sent.`, "ok");
+    $("wf-sig-value").value = "";
+    checkSignalValue();
+    loadWorkflow();
+  } catch (err) {
+    if (id === wf.id) say(out, `Not sent: ${err.message}`, "bad");
+  } finally {
+    $("wf-sig-send").disabled = false;
+  }
+}
+
+function askCancelWorkflow() {
+  if (!wf.id) return;
+  $("wfc-id").textContent = wf.id;
+  $("wf-confirm").dataset.id = wf.id;
+  $("wf-confirm").showModal();
+  $("wfc-keep").focus();  // the safe choice has the focus
+}
+
+async function confirmCancelWorkflow() {
+  const id = $("wf-confirm").dataset.id;
+  $("wf-confirm").close();
+  if (!id || id !== wf.id) return;
+  const out = $("wf-msg");
+  say(out, "Cancelling…");
+  try {
+    const { data } = await api("POST", `/workflows/${encodeURIComponent(id)}/cancel`);
+    if (id !== wf.id) return;
+    say(out, "Cancel asked for: it stops where it waits, and its compensations run.", "ok");
+    renderWorkflow(data);
+    loadWorkflow();
+  } catch (err) {
+    if (id === wf.id) say(out, `Not cancelled: ${err.message}`, "bad");
+  }
+}
+
+/** What is shown may have changed: read it again, soon and once for a burst of changes. */
+function workflowsChanged() {
+  if (wf.soon || !wfViewShown()) return;
+  wf.soon = setTimeout(() => {
+    wf.soon = null;
+    if (wfDetailShown()) { if (!wf.missing && !(wf.shown && wfEnded(wf.shown))) loadWorkflow(); }
+    else if (wfListShown()) loadWorkflows();
+  }, WF_LIVE_DELAY);
+}
+
+function workflowsTick() {
+  if (!wfViewShown()) return;
+  wf.ticks += 1;
+  if (wfDetailShown()) {
+    if (wf.shown) renderWorkflowNow(wf.shown);
+    if (!wf.missing && !(wf.shown && wfEnded(wf.shown))) loadWorkflow();
+  } else if (wf.rows.some((w) => !wfEnded(w)) || wf.ticks % 5 === 0) {
+    loadWorkflows();  // every 2 s while one shown may change, every 10 s anyway (one started elsewhere)
+  }
+}
+
+function clearWorkflows() {
+  wf.rows = [];
+  wf.before = null;
+  wf.id = null;
+  wf.shown = null;
+  wf.key = null;
+  renderWorkflows();
+  $("wf-detail").hidden = true;
+  if ($("wf-confirm").open) $("wf-confirm").close();
+}
+
+function setupWorkflows() {
+  $("wf-f-state").addEventListener("change", onWorkflowFilter);
+  $("wf-f-name").addEventListener("input", () => {
+    clearTimeout(wf.nameTimer);
+    wf.nameTimer = setTimeout(onWorkflowFilter, PREVIEW_DELAY);
+  });
+  $("wf-filters").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(wf.nameTimer); onWorkflowFilter(); });
+  $("wf-filters").addEventListener("reset", () => setTimeout(onWorkflowFilter, 0));
+  $("wf-more").addEventListener("click", () => loadOlderWorkflows().catch((err) => say($("wf-list-msg"), err.message, "bad")));
+  $("wf-sig-value").addEventListener("input", checkSignalValue);
+  $("wf-signal").addEventListener("submit", sendSignal);
+  $("wf-cancel").addEventListener("click", askCancelWorkflow);
+  $("wfc-cancel").addEventListener("click", confirmCancelWorkflow);
+  $("wfc-keep").addEventListener("click", () => $("wf-confirm").close());
+  live.onChanges(workflowsChanged);
+  live.onResync(workflowsChanged);
+  setInterval(workflowsTick, WF_REFRESH);
+  checkSignalValue();
+}
+
+/** A link to the workflow an event is a step of (in the event's detail). */
+function workflowLink(id, text) {
+  return el("a", { href: wfHref(id), "data-workflow": id, text,
+    onclick: (e) => { e.stopPropagation(); if ($("detail").open) $("detail").close(); } });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Callbacks page.
 
 const KIND_HELP = {
@@ -1810,7 +2347,7 @@ function setupDesk() {
 // ---------------------------------------------------------------------------------------------
 // Pages and start.
 
-const VIEWS = ["events", "schedules", "callbacks", "desk"];
+const VIEWS = ["events", "schedules", "workflows", "callbacks", "desk"];
 
 function route() {
   if (!access.scope) { for (const name of VIEWS) $("view-" + name).hidden = true; return; }
@@ -1821,7 +2358,17 @@ function route() {
   document.querySelectorAll("nav a").forEach((a) => {
     if (a.dataset.view === known) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   });
-  document.title = { events: "Events", schedules: "Schedules", callbacks: "Callbacks", desk: "Alert desk" }[known] + " · Punctual";
+  document.title = { events: "Events", schedules: "Schedules", workflows: "Workflows", callbacks: "Callbacks",
+    desk: "Alert desk" }[known] + " · Punctual";
+  const params = new URLSearchParams(query || "");
+  if (known === "events" && Number(params.get("id"))) {  // #events?id=N (a workflow step's event): its detail
+    openDetail(Number(params.get("id")));
+    history.replaceState(null, "", "#events");
+  }
+  if (known === "workflows") {
+    if (params.get("id")) openWorkflow(params.get("id"));
+    else showWorkflowList();
+  }
   if (known === "callbacks") loadCallbacks().catch((err) => showNotice("Could not load callbacks: " + err.message));
   if (known === "schedules") {
     const id = Number(new URLSearchParams(query || "").get("id"));
@@ -1872,6 +2419,7 @@ async function start() {
   setupSchedule();
   setupCallbacks();
   setupSchedules();
+  setupWorkflows();
   setupDesk();
   $("filters").addEventListener("change", onFilter);
   $("filters").addEventListener("reset", () => setTimeout(onFilter, 0));
