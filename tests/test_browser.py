@@ -1152,3 +1152,311 @@ def test_the_page_warns_when_vacuum_is_held_back_and_charts_the_lateness_of_the_
         assert page.locator("#health-reasons li").all_text_contents() == \
             requests.get(app.url + "/health", timeout=5).json()["reasons"]
     assert not watched.errors and not watched.dialogs, watched.errors
+
+
+# -- workflows (issue 13, point 5) -------------------------------------------------------------------
+
+def trip_callbacks(app) -> None:
+    """The python callbacks examples/trip.py calls (as tests/test_workflows.py::_trip_callbacks makes them)."""
+    from examples.trip import CALLBACKS
+    for name in CALLBACKS:
+        made = requests.post(app.url + "/callbacks", json={"name": name, "kind": "python", "target": f"trip.{name}"},
+                             timeout=10)
+        assert made.status_code == 201, made.text
+
+
+def start_workflow(app, name: str, value=None, workflow_id: str | None = None) -> dict:
+    body = {"workflow": name, "input": value, **({"id": workflow_id} if workflow_id else {})}
+    made = requests.post(app.url + "/workflows", json=body, timeout=10)
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+def read_workflow(app, workflow_id: str, headers: dict | None = None) -> dict:
+    answer = requests.get(f"{app.url}/workflows/{workflow_id}", headers=headers or {}, timeout=10)
+    assert answer.ok, answer.text
+    return answer.json()
+
+
+def wait_workflow(app, workflow_id: str, until, message: str, headers: dict | None = None) -> dict:
+    """The workflow once `until(workflow)` holds (20 s at most)."""
+    def read():
+        workflow = read_workflow(app, workflow_id, headers)
+        return workflow if until(workflow) else None
+    return wait_for(read, 20, 0.1, message)
+
+
+def wf_rows(page) -> list[str]:
+    """The list's workflow ids as drawn, read at once (a refresh may redraw it between two reads)."""
+    return page.eval_on_selector_all("#wf-body tr", "rows => rows.map((row) => row.dataset.wfId)")
+
+
+def wf_steps(page) -> list[tuple[str, str, str]]:
+    """The timeline as drawn: (step, kind, state) of each item, read at once."""
+    return [tuple(step) for step in page.eval_on_selector_all(
+        "#wf-steps li", "items => items.map((li) => [li.dataset.step, li.dataset.kind, li.dataset.state])")]
+
+
+def same_instant(shown: str | None, stored: str) -> bool:
+    """A <time datetime> (milliseconds) and the API's instant (microseconds) are the same moment."""
+    return shown is not None and abs(instants([shown])[0] - instants([stored])[0]) < timedelta(milliseconds=1)
+
+
+def test_the_workflows_list_filters_by_name_and_state_and_a_finished_one_shows_its_steps_as_a_timeline(
+        start_app, strict_context):
+    """Under the page's own policy: nothing the Workflows view does is blocked (no console errors)."""
+    app = start_app(**APP_ENV)
+    trip_callbacks(app)
+    start_workflow(app, "trip", {"trip": "t1", "city": "Lisbon"}, "trip-t1")
+    start_workflow(app, "trip", {"trip": "t2", "city": "Oslo", "seat": "none left"}, "trip-t2")
+    start_workflow(app, "tour", {"x": 1}, "tour-1")
+    start_workflow(app, "hold", {}, "hold-1")
+    booked = wait_workflow(app, "trip-t1", lambda w: w["state"] == "completed", "trip-t1 to complete")
+    failed = wait_workflow(app, "trip-t2", lambda w: w["state"] == "failed", "trip-t2 to fail and compensate")
+    wait_workflow(app, "tour-1", lambda w: (w["waiting_on"] or "").startswith("step 5: signal 'go'"), "tour-1's wait")
+    assert requests.post(app.url + "/workflows/tour-1/signals/go", json={"value": "hi"}, timeout=10).status_code == 201
+    tour = wait_workflow(app, "tour-1", lambda w: w["state"] == "completed", "tour-1 to complete")
+    hold = wait_workflow(app, "hold-1", lambda w: (w["waiting_on"] or "").startswith("step 2: sleep until"),
+                         "hold-1's sleep")
+
+    watched = tab(strict_context, app.url + "/#workflows")
+    page = watched.page
+    page.wait_for_selector("#wf-body tr[data-wf-id='hold-1'][data-state='waiting']")
+    assert wf_rows(page) == ["hold-1", "tour-1", "trip-t2", "trip-t1"]  # newest first
+    row = page.locator("tr[data-wf-id='trip-t2']")
+    assert [row.locator(f"td:nth-child({n})").text_content() for n in (2, 3, 4)] == ["trip", "failed", "—"]
+    assert same_instant(row.locator("td:nth-child(5) time").get_attribute("datetime"), failed["created_at"])
+    assert same_instant(row.locator("td:nth-child(6) time").get_attribute("datetime"), failed["updated_at"])
+    # What a waiting one waits on, in the API's words with its instant in the person's zone (UTC on hover).
+    waits = page.locator("tr[data-wf-id='hold-1'] td.wf-on")
+    wake = hold["steps"][1]["wake_at"]
+    assert waits.text_content().startswith("step 2: sleep until ")
+    assert same_instant(waits.locator("time").get_attribute("datetime"), wake)
+    assert f"{instants([wake])[0].astimezone(ZoneInfo(ZONE)):%H:%M:%S}" in waits.locator("time").text_content()
+    assert waits.locator("time").get_attribute("title").endswith(" UTC")
+
+    page.select_option("#wf-f-state", "failed")
+    wait_for(lambda: wf_rows(page) == ["trip-t2"], 5, 0.05, "the failed one only")
+    page.select_option("#wf-f-state", "")
+    page.fill("#wf-f-name", "trip")
+    wait_for(lambda: wf_rows(page) == ["trip-t2", "trip-t1"], 5, 0.05, "the trips only")
+    page.select_option("#wf-f-state", "completed")
+    wait_for(lambda: wf_rows(page) == ["trip-t1"], 5, 0.05, "the completed trip only")
+    assert f"GET {app.url}/workflows?limit=50&workflow=trip&state=completed" in watched.requests
+    page.fill("#wf-f-name", "nothing-by-this-name")
+    page.wait_for_selector("#wf-empty:not([hidden])")
+    page.click("#wf-filters button[type=reset]")
+    wait_for(lambda: len(wf_rows(page)) == 4, 5, 0.05, "every workflow again")
+    top_screenshot(page, "workflows")
+
+    # A completed trip: its three calls, each with its event and result, and the workflow's result.
+    page.click("tr[data-wf-id='trip-t1']")
+    page.wait_for_selector("#wf-detail[data-id='trip-t1'][data-state='completed'] #wf-steps li[data-step='3']")
+    assert page.evaluate("location.hash") == "#workflows?id=trip-t1"
+    assert page.evaluate("document.activeElement.id") == "wf-title"  # the keyboard goes on from the title
+    assert wf_steps(page) == [("1", "call", "completed"), ("2", "call", "completed"), ("3", "call", "completed")]
+    assert page.locator("#wf-steps .step-name").all_text_contents() == ["reserve_car", "reserve_hotel", "reserve_flight"]
+    for step in booked["steps"]:
+        item = page.locator(f"#wf-steps li[data-step='{step['step']}']")
+        assert item.locator(".step-event a").get_attribute("href") == f"#events?id={step['event_id']}"
+        assert json.loads(item.locator(".step-out code").text_content()) == step["result"]
+        assert same_instant(item.locator(".step-when time").first.get_attribute("datetime"), step["created_at"])
+        assert same_instant(item.locator(".step-when time").nth(1).get_attribute("datetime"), step["finished_at"])
+    assert json.loads(page.text_content("#wf-result")) == booked["result"]
+    assert page.text_content("#wf-now").startswith("Completed ")
+    assert page.is_hidden("#wf-actions")  # it ended: nothing to signal or cancel
+    top_screenshot(page, "workflow-trip-completed")
+
+    # A failed trip: the failed step with its reason, then the compensations, newest first, marked as such.
+    page.click("#wf-back")
+    page.wait_for_selector("#wf-list:not([hidden]) tr[data-wf-id='trip-t2']")
+    page.press("tr[data-wf-id='trip-t2']", "Enter")  # the keyboard opens one too
+    page.wait_for_selector("#wf-detail[data-id='trip-t2'][data-state='failed'] #wf-steps li[data-step='5']")
+    assert [s[2] for s in wf_steps(page)] == ["completed", "completed", "failed", "completed", "completed"]
+    assert page.locator("#wf-steps li.compensation .step-name").all_text_contents() == ["cancel_hotel", "cancel_car"]
+    assert page.locator("#wf-steps li.compensation .comp").count() == 2
+    assert page.text_content("#wf-steps li[data-step='3'] .error") == "no seat to Oslo"
+    assert page.text_content("#wf-error") == failed["error"]
+    assert page.text_content("#wf-steps-info") == "5 steps, 2 compensations"
+    top_screenshot(page, "workflow-trip-failed")
+    # A step's event opens over the workflow, and its detail links back to it.
+    flight = failed["steps"][2]
+    page.click("#wf-steps li[data-step='3'] .step-event a")
+    page.wait_for_selector(f"#detail[open] #d-title >> text=Event {flight['event_id']}")
+    assert "workflow:trip-t2:3" in page.text_content("#d-facts")
+    link = page.locator("#d-facts a[data-workflow='trip-t2']")
+    assert link.text_content() == "trip-t2, step 3"
+    screenshot(page, "workflow-step-event", full_page=False)
+    link.click()
+    page.wait_for_selector("#detail", state="hidden")
+    assert page.is_visible("#wf-detail[data-id='trip-t2']")
+    # From the events page too: an event of a workflow links to it.
+    page.goto(app.url + "/#events")
+    page.click(f"tr[data-id='{booked['steps'][0]['event_id']}']")
+    page.click("#d-facts a[data-workflow='trip-t1']")
+    page.wait_for_selector("#view-workflows:not([hidden]) #wf-detail[data-id='trip-t1'][data-state='completed']")
+    assert page.get_attribute("nav a[data-view='workflows']", "aria-current") == "page"
+
+    # Every kind of step: calls, a durable timer (until when), a signal (what it received), a recorded time.
+    page.goto(app.url + "/#workflows?id=tour-1")
+    page.wait_for_selector("#wf-detail[data-id='tour-1'][data-state='completed'] #wf-steps li[data-step='6']")
+    assert [s[1] for s in wf_steps(page)] == ["call", "call", "call", "sleep", "signal", "now"]
+    sleep = page.locator("#wf-steps li[data-step='4'] .until")
+    assert sleep.text_content().startswith(" · slept until ")
+    assert same_instant(sleep.locator("time").get_attribute("datetime"), tour["steps"][3]["wake_at"])
+    assert page.text_content("#wf-steps li[data-step='5'] .step-out") == 'received "hi"'
+    assert same_instant(page.get_attribute("#wf-steps li[data-step='6'] .step-out time", "datetime"),
+                        tour["steps"][5]["result"])
+    assert page.text_content("#wf-signals li .used") == "taken by step 5"
+    top_screenshot(page, "workflow-tour-timeline")
+    assert not watched.errors and not watched.dialogs, (watched.errors, watched.dialogs)
+
+
+def test_a_waiting_workflow_is_signalled_from_the_page_and_completes_without_a_reload(start_app, strict_context):
+    app = start_app(**APP_ENV)
+    workflow_id = start_workflow(app, "changing")["id"]
+    watched = tab(strict_context, f"{app.url}/#workflows?id={workflow_id}")
+    page = watched.page
+    page.wait_for_selector("#wf-steps li[data-step='2'][data-kind='signal'][data-state='waiting']")
+    page.evaluate("window.__sameDocument = true")
+    waiting = read_workflow(app, workflow_id)
+    now = page.locator("#wf-now")
+    assert now.locator(".now-main").text_content() == "Waiting on step 2: signal 'continue'"
+    assert now.locator(".now-when").text_content().startswith("since ")  # since the wait began
+    assert same_instant(now.locator(".now-when time").get_attribute("datetime"), waiting["steps"][1]["created_at"])
+    assert page.input_value("#wf-sig-name") == "continue"  # what it waits for
+
+    # Not JSON: said as it is typed, and nothing is sent.
+    page.fill("#wf-sig-value", '{"ok": tru')
+    assert "Not valid JSON" in page.text_content("#wf-sig-value-msg")
+    page.click("#wf-sig-send")
+    page.wait_for_selector("#wf-msg.bad")
+    assert page.text_content("#wf-msg") == "Nothing was sent: fix the value first."
+    # JSON the server refuses (a NUL, which PostgreSQL cannot store): its reason, in its words.
+    page.fill("#wf-sig-value", '"a\\u0000b"')
+    assert page.text_content("#wf-sig-value-msg") == "Valid JSON."
+    page.click("#wf-sig-send")
+    page.wait_for_selector("#wf-msg.bad >> text=Not sent:")
+    refused = requests.post(f"{app.url}/workflows/{workflow_id}/signals/continue", json={"value": "a\u0000b"},
+                            timeout=10)
+    assert refused.status_code == 422
+    assert page.text_content("#wf-msg") == "Not sent: " + refused.json()["error"]["message"]
+    stored = read_workflow(app, workflow_id)
+    assert (stored["state"], stored["signals"]) == ("waiting", [])
+    screenshot(page, "workflow-signal-refused")
+
+    page.fill("#wf-sig-value", '{"ok": true}')
+    page.click("#wf-sig-send")
+    page.wait_for_selector("#wf-msg.ok")
+    assert page.text_content("#wf-msg") == 'Signal "continue" sent.'
+    # It goes on by itself: the wait takes the signal, the last step runs, it completes; the page follows.
+    page.wait_for_selector("#wf-detail[data-state='completed'] #wf-steps li[data-step='3'][data-state='completed']",
+                           timeout=15_000)
+    assert page.evaluate("window.__sameDocument") is True
+    stored = read_workflow(app, workflow_id)
+    assert [(g["name"], g["value"], g["step"]) for g in stored["signals"]] == [("continue", {"ok": True}, 2)]
+    assert page.text_content("#wf-steps li[data-step='2'] .step-out") == 'received {"ok":true}'
+    assert page.text_content("#wf-signals li .used") == "taken by step 2"
+    assert json.loads(page.text_content("#wf-result")) == "done"
+    # Nothing is left to signal or cancel; what the person did stays in sight.
+    assert page.is_hidden("#wf-signal") and page.is_hidden("#wf-cancel") and page.is_visible("#wf-ended")
+    assert page.text_content("#wf-msg") == 'Signal "continue" sent.'
+    top_screenshot(page, "workflow-signalled")
+    # The refusal is the only thing Chromium logged (as a failed load); no script error.
+    assert all("status of 422" in e for e in watched.errors), watched.errors
+
+
+def test_cancelling_a_sleeping_workflow_from_the_page_asks_first_and_runs_its_compensation(start_app, strict_context):
+    app = start_app(**APP_ENV)
+    start_workflow(app, "hold", {}, "hold-ui")
+    watched = tab(strict_context, app.url + "/#workflows?id=hold-ui")
+    page = watched.page
+    page.wait_for_selector("#wf-steps li[data-step='2'][data-kind='sleep'][data-state='waiting']")
+    stored = read_workflow(app, "hold-ui")
+    # Until when: the timer's end, an hour away, on the step and in what it waits on now.
+    until = page.locator("#wf-steps li[data-step='2'] .until")
+    assert until.text_content().startswith(" · sleeps until ")
+    assert same_instant(until.locator("time").get_attribute("datetime"), stored["steps"][1]["wake_at"])
+    assert page.text_content("#wf-now .now-when span").endswith("(in 60 min)")
+    assert same_instant(page.get_attribute("#wf-now .now-when span time", "datetime"), stored["steps"][1]["wake_at"])
+    top_screenshot(page, "workflow-sleeping")
+
+    page.click("#wf-cancel")
+    page.wait_for_selector("#wf-confirm[open]")
+    assert page.text_content("#wfc-id") == "hold-ui"
+    assert "the compensations it registered run" in " ".join(page.text_content("#wf-confirm").split())
+    assert page.evaluate("document.activeElement.id") == "wfc-keep"  # the safe choice has the focus
+    screenshot(page, "workflow-cancel-confirm", full_page=False)
+    page.click("#wfc-keep")
+    page.wait_for_selector("#wf-confirm", state="hidden")
+    assert read_workflow(app, "hold-ui")["cancel_requested_at"] is None
+
+    page.click("#wf-cancel")
+    page.click("#wfc-cancel")
+    page.wait_for_selector("#wf-detail[data-state='cancelled'] #wf-steps li[data-step='3'][data-state='completed']",
+                           timeout=15_000)
+    compensation = page.locator("#wf-steps li[data-step='3']")
+    assert compensation.get_attribute("class").split() == ["wf-step", "s-completed", "compensation"]
+    assert compensation.locator(".step-name").text_content() == "Subtraction"
+    assert compensation.locator(".comp").text_content() == "↩ compensation"
+    assert wf_steps(page) == [("1", "call", "completed"), ("2", "sleep", "cancelled"), ("3", "call", "completed")]
+    stored = read_workflow(app, "hold-ui")
+    assert stored["state"] == "cancelled"
+    assert [(s["name"], s["compensation"], s["state"]) for s in stored["steps"]] == [
+        ("Addition", False, "completed"), ("", False, "cancelled"), ("Subtraction", True, "completed")]  # once
+    assert page.is_hidden("#wf-signal") and page.is_hidden("#wf-cancel") and page.is_visible("#wf-ended")
+    assert page.text_content("#wf-msg").startswith("Cancel asked for")
+    assert page.text_content("#wf-now").startswith("Cancelled ")
+    top_screenshot(page, "workflow-cancelled")
+    assert not watched.errors and not watched.dialogs, (watched.errors, watched.dialogs)
+
+
+def test_a_read_token_sees_workflows_and_their_steps_but_no_signal_or_cancel(start_app, context, db_url):
+    app = start_app(**APP_ENV, API_TOKEN=ADMIN)
+    token = add_token(db_url, "rita", "read")
+    as_admin(app, "POST", "/workflows", json={"workflow": "changing", "input": None, "id": "wait-1"})
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    wait_workflow(app, "wait-1", lambda w: w["state"] == "waiting", "wait-1 to wait", auth)
+    watched = tab(context, app.url + "/#workflows", token)
+    page = watched.page
+    page.click("tr[data-wf-id='wait-1']")
+    page.wait_for_selector("#wf-steps li[data-step='2'][data-state='waiting']")
+    assert page.text_content("#wf-now .now-main") == "Waiting on step 2: signal 'continue'"
+    for hidden in ("#wf-actions", "#wf-signal", "#wf-sig-send", "#wf-cancel"):
+        assert page.is_hidden(hidden), hidden
+    assert page.locator("#view-workflows button:visible").count() == 0
+    # Without the actions, the facts take the card's whole width.
+    assert len(page.evaluate("getComputedStyle(document.getElementById('wf-top')).gridTemplateColumns").split()) == 1
+    top_screenshot(page, "workflow-read-only")
+    assert [r for r in watched.requests if not r.startswith("GET ")] == []  # it read, and changed nothing
+    assert read_workflow(app, "wait-1", auth)["state"] == "waiting"
+    assert not watched.errors, watched.errors
+
+
+def test_the_workflows_list_and_a_workflow_fit_a_phone_with_nothing_wider_than_the_screen(start_app, context):
+    app = start_app(**APP_ENV)
+    trip_callbacks(app)
+    long_id = "booking-2026-12-02." + "x" * 60  # one long word: it must wrap, not push the page sideways
+    start_workflow(app, "trip", {"trip": "t9", "city": "Reykjavik", "seat": "none left"}, long_id)
+    start_workflow(app, "tour", {"x": 1}, "tour-phone")
+    assert requests.post(app.url + "/workflows/tour-phone/signals/note", json={"value": "y" * 300}, timeout=10).ok
+    wait_workflow(app, long_id, lambda w: w["state"] == "failed", "the long trip to fail")
+    wait_workflow(app, "tour-phone", lambda w: (w["waiting_on"] or "").startswith("step 5"), "tour-phone's wait")
+    page = context.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    Watched(page).open(app.url + "/#workflows")
+    for name, url, ready in (
+            ("narrow-workflows", "/#workflows", "#wf-body tr[data-wf-id='tour-phone'][data-state='waiting']"),
+            ("narrow-workflow-failed", f"/#workflows?id={long_id}", "#wf-detail[data-state='failed'] #wf-steps li[data-step='5']"),
+            ("narrow-workflow-waiting", "/#workflows?id=tour-phone", "#wf-detail[data-state='waiting'] #wf-signals li .kept")):
+        page.goto(app.url + url)
+        page.wait_for_selector(ready)
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{url} scrolls sideways on a phone ({overflow} px)"
+        wider = page.evaluate("""() => [...document.querySelectorAll('#view-workflows *')].filter((e) => {
+            const r = e.getBoundingClientRect();
+            return r.width > 0 && (r.left < -0.5 || r.right > window.innerWidth + 0.5);
+        }).map((e) => `${e.tagName}#${e.id}.${e.className}`)""")
+        assert wider == [], f"wider than the screen on {url}: {wider}"
+        screenshot(page, name)
+    assert page.is_visible("#wf-sig-send") and page.is_visible("#wf-cancel")  # the actions fit too
