@@ -5,19 +5,21 @@ kept signal, a last call, and for some a planned failure that runs two compensat
 would (controllers.workflows from this process), and starts `python app.py` armed to die (PUNCTUAL_CRASH_AT, the
 n-th time, n random) at one of the workflow runner's points (an advance locked, a step's event about to be
 made, just made, the advance committed) or the engine's (an attempt claimed, inside the step's callback, its
-outcome not yet committed), or kills it at a random moment. Some signals are sent while no instance runs. The
-next round inherits what the dead one left. At the end a clean instance runs everything out, together with an
-uninterrupted copy of each workflow (same input, same signal), and the database must show:
+outcome not yet committed), or kills it at a random moment. Some signals are sent while no instance runs, and
+now and then a workflow made earlier is cancelled (also while no instance runs). The next round inherits what the
+dead one left. At the end a clean instance runs everything out, together with an uninterrupted copy of each
+workflow (same input, same signal, never cancelled), and the database must show:
 
 - every workflow ended as its uninterrupted copy did: same state, result or error, and the same steps with
-  the same results (compensations included);
+  the same results (compensations included); a cancelled one did the copy's steps up to where it stopped, then
+  the compensations it had registered by then, newest first, each once;
 - each call step has exactly one event and every event is a step's (its key makes it once), and the step's
   recorded result is its event's;
 - no (event, attempt) ran twice (workflow_executions' primary key; a second run would fail the attempt with a
   duplicate key), each attempt has one 'running' history row, and every finished event's last attempt ran. An
   attempt killed inside its callback ran once and its retry once: at least once to the outside world, never
   twice per attempt;
-- each signal was consumed by exactly one wait, which returned its value.
+- each signal was consumed by exactly one wait, which returned its value (a cancelled workflow's maybe by none).
 
 PUNCTUAL_SOAK=1 runs 60 rounds instead of 8 (one per point).
 """
@@ -31,6 +33,7 @@ import pytest
 
 from controllers import workflows as flows
 from db import Database
+from errors import Conflict
 from tests.conftest import ROOT
 from tests.faults.conftest import assert_every_attempt_recorded_once, count, record_figure, soak
 from tests.handlers import WORKFLOW_EXECUTIONS, WORKFLOW_RECORD
@@ -85,12 +88,27 @@ def test_kill_9_at_every_step_boundary_over_random_rounds_does_each_step_once_wi
     inputs: dict[str, dict[str, Any]] = {}
     unsent: list[str] = []        # signals held back to be sent while no instance runs
     outcomes: dict[str, int] = {}
+    cancelled: list[str] = []
     started = time.monotonic()
+
+    def send(workflow_id: str) -> None:
+        try:
+            flows.signal(db, workflow_id, "go", inputs[workflow_id]["n"], source="test")
+        except Conflict:
+            assert workflow_id in cancelled  # it ended (cancelled) before its signal came
+
     try:
         for index in range(ROUNDS):
             for workflow_id in unsent:                     # the previous round's instance is dead by now
-                flows.signal(db, workflow_id, "go", inputs[workflow_id]["n"], source="test")
+                send(workflow_id)
             unsent = []
+            if inputs and rng.random() < 0.4:              # cancel one made earlier, wherever it is
+                victim = rng.choice(sorted(inputs))
+                try:
+                    flows.cancel(db, victim)
+                    cancelled.append(victim)
+                except Conflict:
+                    pass                                   # it had ended (or was cancelled) already
             for _ in range(rng.randint(2, 5)):
                 n = len(inputs) + 1
                 workflow_id = f"crash-{n}"
@@ -121,7 +139,7 @@ def test_kill_9_at_every_step_boundary_over_random_rounds_does_each_step_once_wi
                 outcomes[f"{point} (not reached, killed)"] = outcomes.get(f"{point} (not reached, killed)", 0) + 1
 
         for workflow_id in unsent:
-            flows.signal(db, workflow_id, "go", inputs[workflow_id]["n"], source="test")
+            send(workflow_id)
         left = {r["state"]: r["n"] for r in sql(db_url, "SELECT state, count(*) AS n FROM workflows GROUP BY state")}
         # The uninterrupted copies: same input, their signal sent at once; run by the clean instance only.
         for workflow_id, data in inputs.items():
@@ -137,14 +155,33 @@ def test_kill_9_at_every_step_boundary_over_random_rounds_does_each_step_once_wi
              90, 0.2, f"every workflow to end (seed {seed})")
     assert final.proc.poll() is None
 
-    # Every workflow as its uninterrupted copy: state, result, error, and step by step.
+    # Every workflow as its uninterrupted copy: state, result, error, and step by step; a cancelled one as far as
+    # it went, then the compensations it had registered, newest first.
     rows = {r["id"]: r for r in sql(db_url, "SELECT id, state, result, error FROM workflows")}
+    stopped = 0
     for workflow_id, data in inputs.items():
         got, want = rows[workflow_id], rows[f"ref-{workflow_id}"]
-        assert (got["state"], got["result"], got["error"]) == (want["state"], want["result"], want["error"]), \
-            (workflow_id, data, seed)
-        assert got["state"] == ("failed" if data["fail"] else "completed"), (got, seed)
-        assert _steps(db_url, workflow_id) == _steps(db_url, f"ref-{workflow_id}"), (workflow_id, data, seed)
+        mine, theirs = _steps(db_url, workflow_id), _steps(db_url, f"ref-{workflow_id}")
+        assert want["state"] == ("failed" if data["fail"] else "completed"), (want, seed)
+        if got["state"] != "cancelled":
+            assert (got["state"], got["result"], got["error"]) == (want["state"], want["result"], want["error"]), \
+                (workflow_id, data, seed)
+            assert mine == theirs, (workflow_id, data, seed)
+            continue
+        assert workflow_id in cancelled, (workflow_id, seed)
+        stopped += 1
+        body = [s for s in mine if not s[3]]
+        for step, same in zip(body, theirs):
+            assert step[:4] == same[:4], (workflow_id, mine, theirs, seed)            # number, kind, name
+            assert step[4] == "cancelled" or step == same, (workflow_id, mine, theirs, seed)
+        done = {s[0]: s[5] for s in body if s[4] == "completed"}
+        registered = [-done[1]] if 1 in done else []
+        if 6 in done:
+            registered.append(-done[6])
+        compensations = [s for s in mine if s[3]]
+        assert [(s[1], s[2], s[4], s[5]) for s in compensations] == [
+            ("call", WORKFLOW_RECORD, "completed", 2 * x + 1) for x in reversed(registered)], (workflow_id, mine, seed)
+        assert all(s[0] > (body[-1][0] if body else 0) for s in compensations), (workflow_id, mine, seed)
     failed = sum(1 for d in inputs.values() if d["fail"])
 
     # One event per call step, none that is not a step's, and the step's recorded result is its event's.
@@ -162,7 +199,8 @@ def test_kill_9_at_every_step_boundary_over_random_rounds_does_each_step_once_wi
     mismatched = sql(db_url, """SELECT s.workflow_id, s.step, s.state, s.result, e.state AS event_state, e.result AS r
                                 FROM workflow_steps s JOIN events e ON e.id = s.event_id
                                 WHERE NOT (s.state = 'completed' AND e.state = 'finished'
-                                           AND s.result IS NOT DISTINCT FROM e.result)""")
+                                           AND s.result IS NOT DISTINCT FROM e.result
+                                           OR s.state = 'cancelled' AND e.state = 'cancelled')""")
     assert mismatched == [], f"steps whose record is not their event's outcome (seed {seed}): {mismatched[:5]}"
     calls = count(db_url, "SELECT count(*) AS n FROM workflow_steps WHERE kind = 'call'")
     assert count(db_url, "SELECT count(*) AS n FROM events") == calls
@@ -171,27 +209,30 @@ def test_kill_9_at_every_step_boundary_over_random_rounds_does_each_step_once_wi
     assert_every_attempt_recorded_once(db_url)
     twice = sql(db_url, "SELECT event_id, attempt, error FROM event_history WHERE error LIKE '%%duplicate key%%'")
     assert twice == [], f"an attempt ran twice (seed {seed}): {twice[:5]}"
-    unrun = count(db_url, """SELECT count(*) AS n FROM events e WHERE NOT EXISTS (SELECT 1 FROM workflow_executions x
-                             WHERE x.event_id = e.id AND x.attempt = e.attempts)""")
+    unrun = count(db_url, """SELECT count(*) AS n FROM events e WHERE state = 'finished' AND NOT EXISTS
+                             (SELECT 1 FROM workflow_executions x WHERE x.event_id = e.id AND x.attempt = e.attempts)""")
     assert unrun == 0, f"{unrun} events finished without their last attempt running (seed {seed})"
     beyond = count(db_url, """SELECT count(*) AS n FROM workflow_executions x JOIN events e ON e.id = x.event_id
                               WHERE x.attempt > e.attempts OR x.workflow_id IS DISTINCT FROM e.workflow_id
                                  OR x.step IS DISTINCT FROM e.workflow_step""")
     assert beyond == 0
 
-    # Each signal consumed by one wait, which returned its value.
+    # Each signal consumed by one wait, which returned its value; a cancelled workflow's maybe by none.
     signals = sql(db_url, """SELECT g.workflow_id, g.value, g.step, s.kind, s.result FROM workflow_signals g
                              LEFT JOIN workflow_steps s ON s.workflow_id = g.workflow_id AND s.step = g.step""")
-    assert len(signals) == total
-    assert all(g["kind"] == "signal" and g["result"] == g["value"] for g in signals), signals
-    assert len({g["workflow_id"] for g in signals}) == total
+    assert len(signals) == len({g["workflow_id"] for g in signals}) <= total
+    assert all(g["kind"] == "signal" and g["result"] == g["value"] for g in signals
+               if g["step"] is not None or rows[g["workflow_id"]]["state"] != "cancelled"), signals
+    consumed = sum(1 for g in signals if g["step"] is not None)
+    assert consumed >= total - stopped
 
     reran = count(db_url, "SELECT count(*) AS n FROM (SELECT event_id FROM workflow_executions "
                           "GROUP BY event_id HAVING count(*) > 1) x")
     retried = count(db_url, "SELECT count(*) AS n FROM events WHERE attempts > 1")
     record_figure(f"workflow crash rounds ({ROUNDS})",
-                  f"{len(inputs)} workflows ({failed} with a planned failure and its compensations), {calls // 2} "
-                  f"call steps (as many in their copies), {outcomes}; left by the last kill: {left}; {retried} step events needed more "
+                  f"{len(inputs)} workflows ({failed} with a planned failure and its compensations, {stopped} "
+                  f"cancelled midway), {calls} call steps (copies included), {outcomes}; left by the last kill: {left}; {retried} step events needed more "
                   f"than one attempt, {reran} reached the outside world more than once (a new attempt each); all "
-                  f"ended as their uninterrupted copies, each step one event; {time.monotonic() - started:.0f} s "
+                  f"ended as their uninterrupted copies (the cancelled ones as far as they went, then their "
+                  f"compensations), each step one event; {time.monotonic() - started:.0f} s "
                   f"(seed {seed})")
