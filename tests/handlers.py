@@ -179,3 +179,12 @@ def nap(ctx, data):
     ctx.on_failure(WORKFLOW_RECORD, {"x": -before})
     ctx.sleep(data["sleep"])
     return ctx.step(WORKFLOW_RECORD, {"x": before})
+
+
+@workflow("pair_hold")
+def pair_hold(ctx, data):
+    """An undo registered first, then a parallel pair: a slow recorded step and a person's approval (a `manual`
+    callback's event nobody claims). Cancelled while the slow one runs, the approval's event is cancelled at once."""
+    ctx.on_failure(WORKFLOW_RECORD, {"x": -data["n"]})
+    slow, approved = ctx.all([(WORKFLOW_RECORD, {"x": data["n"], "work": data["work"]}), (data["approval"], {})])
+    return {"slow": slow, "approved": approved}
