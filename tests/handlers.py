@@ -29,7 +29,8 @@ def record(payload: dict[str, Any], attempt) -> dict[str, Any]:
     with _conn().cursor() as cur:
         cur.execute("INSERT INTO executions (event_id, attempt, pid) VALUES (%s, %s, %s)",
                     (attempt.event_id, attempt.attempt, os.getpid()))
-    time.sleep(float(payload.get("sleep", 0)))
+    # sleep_first: the first attempt also waits this long (a test holding it while another instance starts).
+    time.sleep(float(payload.get("sleep", 0)) + (float(payload.get("sleep_first", 0)) if attempt.attempt == 1 else 0))
     crashpoints.reached("in_callback")
     return {"pid": os.getpid()}
 

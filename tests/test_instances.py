@@ -56,11 +56,14 @@ def test_a_killed_instance_s_attempt_runs_again_within_seconds_and_only_once_mor
     env = {"WORKER_THREADS": "2", "DB_POOL_SIZE": "4", "HTTP_THREADS": "2", "INSTANCE_DEAD_SECONDS": "5"}
     doomed = start_app(**env)
     make_callback(doomed, "slow", timeout=30, max_attempts=3)
-    event_id = sql(db_url, """INSERT INTO events (callback_id, payload) SELECT id, '{"sleep": 2}' FROM callbacks
-                              WHERE name = 'slow' RETURNING id""")[0]["id"]
+    # The first attempt runs 25 s: still running when the kill comes, however long the survivor takes to start
+    # on a loaded machine (with 2 s, a CI run saw it finish before the kill, and nothing was left to rescue).
+    event_id = sql(db_url, """INSERT INTO events (callback_id, payload) SELECT id, '{"sleep": 2, "sleep_first": 23}'
+                              FROM callbacks WHERE name = 'slow' RETURNING id""")[0]["id"]
     wait_for(lambda: _holder(db_url, event_id)["state"] == "running", 10, 0.05, "the first instance to run it")
     wait_for(lambda: sql(db_url, "SELECT count(*) AS n FROM executions")[0]["n"] == 1, 10, 0.05, "the handler")
     survivor = start_app(**env)
+    assert _holder(db_url, event_id)["state"] == "running", "the first attempt ended before the kill"
     doomed.kill()
     killed_at = time.monotonic()
     wait_for(lambda: _holder(db_url, event_id)["attempts"] == 2, 40, 0.1, "the attempt to start again")
