@@ -193,7 +193,8 @@ class EventList(BaseModel):
 
 
 class EventBatchResult(BaseModel):
-    events: list[Event]
+    events: Optional[list[Event]] = Field(None, description="the events made, in the order sent")
+    ids: Optional[list[int]] = Field(None, description="with `Prefer: return=minimal`: their ids only, in order")
 
 
 # -- manual callbacks: the pull API --------------------------------------------------------

@@ -1,6 +1,7 @@
 """/events: schedule, list, read, reschedule, cancel, retry and delete events."""
 from __future__ import annotations
 
+from flask import request
 from flask_openapi3 import Tag
 
 from controllers import events
@@ -38,9 +39,17 @@ def create_event(body: EventCreate):
 
 @bp.post("/events/batch", responses={201: EventBatchResult}, security=needs("write"))
 def create_batch(body: EventBatch):
-    """Schedule many events in one transaction: all or none."""
+    """Schedule many events in one transaction: all or none. With `Prefer: return=minimal` the answer is their
+    ids only, in the order sent (`{"ids": [...]}`), and says so in `Preference-Applied`."""
     result = events.create_events(services().db, body.events)
+    if _prefers_minimal(request.headers.get("Prefer", "")):
+        return answer({"ids": [event["id"] for event, _ in result]}, 201, **{"Preference-Applied": "return=minimal"})
     return answer({"events": [event for event, _ in result]}, 201)
+
+
+def _prefers_minimal(prefer: str) -> bool:
+    """RFC 7240: preferences separated by commas, each a token with an optional value and parameters."""
+    return any(part.split(";")[0].strip().replace(" ", "").lower() == "return=minimal" for part in prefer.split(","))
 
 
 @bp.get("/events/<int:event_id>", responses={200: EventDetail}, security=needs("read"))
