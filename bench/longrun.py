@@ -754,12 +754,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; RESULTS.md, the JSON and PNG untouched")
     parser.add_argument("--results", type=Path, default=None, help="report file (default bench/RESULTS.md)")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument("--app-root", type=Path, default=None,
+                        help="run `python app.py` from this checkout instead (the same harness on another commit: a "
+                             "before/after comparison); implies --no-write")
     args = parser.parse_args(argv)
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = [p for p in args.phases if p not in PHASES]
     if unknown:
         parser.error(f"unknown phase(s) {unknown}; choose from {', '.join(PHASES)}")
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    if args.app_root:
+        run.ROOT = args.app_root.resolve()  # run.App starts app.py there; git_commit() reads its HEAD
+        args.no_write = True
     if (run.ROOT / ".env").exists():
         print("note: a .env file exists in the repository; Punctual reads it, so its values replace the defaults")
 
