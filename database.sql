@@ -74,7 +74,12 @@ CREATE TABLE events (
     -- 'workflow:<id>:<step>'. References workflows (id) ON DELETE SET NULL, added below with the table.
     workflow_id     text,
     workflow_step   integer
-);
+)
+-- Vacuumed by dead rows, not when a fifth of the table is dead (the server's default): a table that keeps
+-- RETENTION_DAYS of finished events is mostly rows that never change again, while the recent ones leave two dead
+-- versions each (the claim and the outcome change `state`, which the partial indexes below read, so neither can
+-- be a HOT update). bench/RESULTS.md, "Storage per event".
+WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 2000);
 
 -- The claim reads due rows in time order; the partial index stays small however many
 -- events are finished.
@@ -82,13 +87,14 @@ CREATE INDEX events_due_idx ON events (scheduled_for) WHERE state = 'scheduled';
 -- With a backlog of due events, the claim walks this one in its own order (priority, then age)
 -- and stops after a batch, instead of sorting every due row; the planner picks between the two.
 CREATE INDEX events_claim_idx ON events (priority DESC, scheduled_for, id) WHERE state = 'scheduled';
--- The rescuer looks only at running rows whose lease ran out.
-CREATE INDEX events_lease_idx ON events (lease_until) WHERE state = 'running';
--- Listing: by state or by callback, newest first.
+-- Listing: by state or by callback, newest first. The rescuers find running rows here too (they are the attempts
+-- held right now: few); lease_until has no index of its own, so a lease renewal changes no indexed column and is
+-- a HOT update.
 CREATE INDEX events_state_id_idx ON events (state, id);
 CREATE INDEX events_callback_id_idx ON events (callback_id, id);
--- A later kafka-message-scheduler message finds the pending event of its key.
-CREATE INDEX events_schedule_key_idx ON events (schedule_key) WHERE state = 'scheduled';
+-- A later kafka-message-scheduler message finds the pending event of its key (only those events have one: the
+-- others add no entry here).
+CREATE INDEX events_schedule_key_idx ON events (schedule_key) WHERE state = 'scheduled' AND schedule_key IS NOT NULL;
 
 -- Event history: one row per state change, written by the trigger below in the same
 -- transaction as the change itself, whoever makes it (the engine, the API or plain SQL).
@@ -101,7 +107,9 @@ CREATE TABLE event_history (
     worker    text,
     error     text,
     note      text   -- a change that is not a move between states, e.g. 'rescheduled to <time>'
-);
+)
+-- Written once, deleted by retention: vacuumed by dead rows too (see events).
+WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 2000);
 CREATE INDEX event_history_event_idx ON event_history (event_id, id);
 
 -- The triggers below are per statement, reading the statement's rows from transition tables:

@@ -58,10 +58,10 @@ class Engine:
         self.pace = Pace(settings.worker_threads, settings.claim_batch)
         self.runner = Runner(db, settings, kinds or Kinds(settings), self.pace, metrics)
         self.planner_stats = PlannerStats(db)
-        self.completer = Completer(db, settings, metrics, on_written=self._claim_due)
+        self.completer = Completer(db, settings, metrics, on_written=self._freed)
         self.lease_keeper = LeaseKeeper(db, settings, self.inflight, metrics, on_rescued=self._claim_due)
         self.pool = WorkerPool(settings, self.inflight, self.runner, self.completer, self.pace, metrics,
-                               lease_check=self.lease_keeper.check, on_free=self._claim_due)
+                               lease_check=self.lease_keeper.check, on_free=self._freed)
         self.dispatcher = Dispatcher(db, settings, self.inflight, self.pool, self.runner, self.completer,
                                      self.pace, self.planner_stats)
         self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.dispatcher.wake, max_armed=MAX_ARMED)
@@ -138,6 +138,10 @@ class Engine:
 
     def _claim_due(self) -> None:
         self.dispatcher.wake()
+
+    def _freed(self) -> None:
+        """A worker slot came free, or outcomes were written: the dispatcher claims again if it held back."""
+        self.dispatcher.freed()
 
     # -- hints and catch-up -------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The dispatcher: claims due events for this instance, in priority order, and starts them.
 
 What wakes it: a timer of the scheduler (an armed event is due), the listener (new due events, handed
-over by id), a free slot in the worker pool, the completer catching up, a rescue, the sweeper; and its
-own period. What it writes: the claim (state running, attempt + 1, worker, lease), through queries.
+over by id), a rescue, the sweeper, its own period; and a free slot in the worker pool or the completer
+catching up, when its last claim held back (see freed). What it writes: the claim (state running,
+attempt + 1, worker, lease), through queries.
 
 Inline handlers (pure and quick, see engine.kinds.python.handler) run right here, in claim order, right
 after their claim; the rest go to the worker pool. Why not everything through the workers: for a call of
@@ -48,6 +49,10 @@ class Dispatcher(Role):
         self._hinted: list[int] = []  # ids the listener saw become due, to claim by id (see offer)
         self._general = False  # woken for a claim of everything due (not only for offered ids)
         self._hinted_lock = threading.Lock()
+        # The last claim of everything due stopped before it ran out of due events: at this instance's capacity,
+        # at the completer's backlog, or at the cap of a slow callback. Only then does a freed slot call for a
+        # claim (see freed).
+        self._held_back = False
 
     def describe(self) -> str:
         return f"capacity {self.pace.capacity}"
@@ -70,6 +75,16 @@ class Dispatcher(Role):
             self._general = True
         super().wake()
 
+    def freed(self) -> None:
+        """A worker slot came free or the completer wrote outcomes: claim again if the last claim held back.
+
+        Why not always: at a steady rate every attempt frees a slot, and a claim of everything due after each
+        one found nothing (the listener's offers claim new events by id) but held the dispatcher, so the next
+        offer waited behind it, and cost the database a statement per attempt.
+        """
+        if self._held_back:
+            self.wake()
+
     def run_once(self) -> None:
         with self._hinted_lock:
             hinted, self._hinted = self._hinted, []
@@ -80,9 +95,11 @@ class Dispatcher(Role):
             claimed = queries.claim_ids(self.db, self.worker, hinted, self.settings.lease_grace_seconds)
             if claimed:
                 self._accept(claimed)
-            # Not all claimed: taken by another instance, or not due yet by the database's clock; the
-            # ordinary claim decides.
-            general = general or len(claimed) < len(hinted)
+            # An offered id not claimed here was claimed already (by another instance, or by our own claim of
+            # everything due before its notification came through), is locked by another transaction (which
+            # notifies again if it moves the event), is not due yet by the database's clock, or is gone: a claim
+            # of everything due now would find none of them, so none is made; the sweep claims whatever is due
+            # every SWEEP_SECONDS, whatever the hints said.
         else:
             general = True
         if general:
@@ -99,22 +116,41 @@ class Dispatcher(Role):
 
     def _claim_available(self) -> None:
         cap = max(1, self.settings.worker_threads // 2)
+        self._held_back = False  # this claim takes what is due and free slots allow; a slot freed meanwhile adds none
         while self.claiming and not self.stopping:
-            free = self.pace.capacity - len(self.inflight)
-            if free <= 0 or self._throttled():
-                return
-            limit = min(free, self.settings.claim_batch)
+            if self._full():
+                # Held back: set before the capacity is read again, so a slot freed after that read finds it set
+                # and wakes us (see freed), and one freed before it is seen here.
+                self._held_back = True
+                if self._full():
+                    return
+                self._held_back = False
+            limit = min(self.pace.capacity - len(self.inflight), self.settings.claim_batch)
             # Callbacks known to be quick may take every worker; the others (slow, or not yet seen finishing)
             # hold at most half of them, so a burst of slow webhooks cannot make everything else wait.
             quick = self.pace.quick()
+            held = self.inflight.per_callback()
             began = time.monotonic()
             rows = queries.claim_due(self.db, self.worker, limit, self.settings.lease_grace_seconds,
-                                     held=self.inflight.per_callback(), cap=cap, uncapped=quick)
+                                     held=held, cap=cap, uncapped=quick)
             self.planner_stats.claimed(len(rows), limit, time.monotonic() - began)
             if rows:
                 self._accept(rows)
             if not rows or (len(rows) < limit and all(row.callback_id in quick for row in rows)):
-                return
+                # Nothing more is due, but what this claim held back from slow callbacks at their cap: a slot
+                # of theirs coming free must claim again. Set first, then looked at again, as above.
+                capped = [cid for cid, n in held.items() if n >= cap and cid not in quick]
+                if not capped:
+                    return
+                self._held_back = True
+                now_held = self.inflight.per_callback()
+                if all(now_held.get(cid, 0) >= cap for cid in capped):
+                    return
+
+    def _full(self) -> bool:
+        """No slot free for another claim: every attempt this instance may hold is held, or the completer is
+        behind."""
+        return self.pace.capacity - len(self.inflight) <= 0 or self._throttled()
 
     def _accept(self, rows: list[Claimed]) -> None:
         with audit.batch():

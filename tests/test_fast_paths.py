@@ -116,6 +116,43 @@ def test_a_claim_by_id_takes_nothing_another_instance_holds_or_that_is_not_due(d
         {due: "me", taken: "other"}
 
 
+# -- a finished attempt claims again only when the last claim held back ----------------------------
+
+def test_at_a_steady_rate_finished_attempts_add_no_claim_of_everything_due(db, settings, db_url, monkeypatch):
+    from engine import queries
+
+    make_callback(db_url, "Pooled", "thread_pooled")
+    calls = []
+    real = queries.claim_due
+    monkeypatch.setattr(queries, "claim_due", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    # The sweep (and the dispatcher's own period) far away: every claim below is caused by an event.
+    with running_engine(db, settings, sweep_seconds=60):
+        started_with = len(calls)  # the catch-up at start
+        for _ in range(40):
+            sql(db_url, "INSERT INTO events (callback_id) SELECT id FROM callbacks WHERE name = 'Pooled'")
+            time.sleep(0.02)
+        wait_for(lambda: states(db_url) == {"finished": 40}, timeout=15, message="every event to finish")
+    # Each event was claimed by id from its notification; each finished attempt freed a worker slot, and with
+    # nothing held back none of them made the dispatcher claim everything due (it did, 40 times, before).
+    assert len(calls) - started_with <= 2, len(calls) - started_with
+
+
+def test_a_backlog_beyond_what_the_instance_may_hold_is_claimed_as_slots_come_free(db, settings, db_url):
+    make_callback(db_url, "Slow", "sleep")
+    make_callback(db_url, "Pooled", "thread_pooled")
+    # Slow attempts: two at a time (half of four workers); quick ones: the claim holds at most 4 + 2 at once.
+    sql(db_url, """INSERT INTO events (callback_id, payload) SELECT id, '{"seconds": 0.3}'
+                   FROM callbacks, generate_series(1, 12) WHERE name = 'Slow'""")
+    sql(db_url, "INSERT INTO events (callback_id) SELECT id FROM callbacks, generate_series(1, 60) "
+                "WHERE name = 'Pooled'")
+    began = time.monotonic()
+    with running_engine(db, settings, sweep_seconds=60, worker_threads=4, claim_batch=2):
+        wait_for(lambda: states(db_url) == {"finished": 72}, timeout=20, message="every event to finish")
+    # Six rounds of two 0.3 s sleeps: only the slots they free can claim the next ones in time (the sweep is a
+    # minute away).
+    assert time.monotonic() - began < 12
+
+
 # -- statement-level triggers -----------------------------------------------------------------
 
 def _listen(db_url: str):

@@ -22,6 +22,9 @@ CATALOG = {
                    ORDER BY 1""",
     "functions": """SELECT proname, pg_get_functiondef(oid) AS def FROM pg_proc
                     WHERE pronamespace = 'public'::regnamespace ORDER BY 1""",
+    # Storage parameters (fillfactor, per-table autovacuum settings): part of the schema too.
+    "storage": """SELECT relname, reloptions FROM pg_class
+                  WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL ORDER BY 1""",
     "callbacks": "SELECT name, kind, target, config, max_attempts, timeout_seconds FROM callbacks ORDER BY name",
     "versions": "SELECT version, name FROM schema_migrations ORDER BY version",
 }
