@@ -378,31 +378,37 @@ def app_process(url: str, folder: Path, name: str, retention_days: float) -> run
 
 
 def track_rescue(url: str, worker: str, killed_at: float, timeout: float = 90.0) -> dict[str, Any]:
-    """The attempts `worker` held when it was killed, and when each started again (its next 'running' history
-    row); also when the rescue put it back (its 'scheduled' or 'failed' history row)."""
+    """The attempts `worker` held when it was killed, and when each started again (the 'running' history row of a
+    later attempt); also when the rescue put it back (the 'scheduled' or 'failed' history row of that attempt
+    written after the kill)."""
     conn = connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT e.id, c.name FROM events e JOIN callbacks c ON c.id = e.callback_id "
+            cur.execute("SELECT e.id, e.attempts, c.name FROM events e JOIN callbacks c ON c.id = e.callback_id "
                         "WHERE e.state = 'running' AND e.worker = %s", (worker,))
-            held = dict(cur.fetchall())
+            held = {event_id: (attempt, name) for event_id, attempt, name in cur.fetchall()}
         restarted: dict[int, float] = {}
         rescued: dict[int, float] = {}
         deadline = now() + timeout
         while held and len(restarted) < len(held) and now() < deadline:
             time.sleep(0.5)
             with conn.cursor() as cur:
-                cur.execute("""SELECT event_id, state, extract(epoch FROM min(at)) FROM event_history
-                               WHERE event_id = ANY(%s) AND at > to_timestamp(%s)
-                                 AND state IN ('running', 'scheduled', 'failed')
-                               GROUP BY event_id, state""", (list(held), killed_at))
-                for event_id, state, at in cur.fetchall():
-                    (restarted if state == "running" else rescued)[event_id] = float(at)
+                cur.execute("""SELECT h.event_id, h.state = 'running' AND h.attempt > held.attempt,
+                                      extract(epoch FROM min(h.at))
+                               FROM event_history h
+                               JOIN unnest(%s::bigint[], %s::int[]) AS held(id, attempt) ON held.id = h.event_id
+                               WHERE h.at > to_timestamp(%s)
+                                 AND (h.state = 'running' AND h.attempt > held.attempt
+                                      OR h.state IN ('scheduled', 'failed') AND h.attempt = held.attempt)
+                               GROUP BY 1, 2""",
+                            (list(held), [attempt for attempt, _ in held.values()], killed_at))
+                for event_id, again, at in cur.fetchall():
+                    (restarted if again else rescued)[event_id] = float(at)
     finally:
         conn.close()
     delays = sorted(restarted[i] - killed_at for i in restarted)
     back = sorted(rescued[i] - killed_at for i in rescued)
-    return {"held": len(held), "held_slow": sum(1 for n in held.values() if n == SLOW),
+    return {"held": len(held), "held_slow": sum(1 for _, name in held.values() if name == SLOW),
             "restarted": len(restarted),
             "restart_after_kill_s": {"min": delays[0] if delays else None,
                                      "median": statistics.median(delays) if delays else None,
