@@ -494,19 +494,7 @@ def write_results(path: Path, runs: list[dict[str, Any]], info: dict[str, Any]) 
         "</details>",
         NOTIFY_END,
     ]
-    text = path.read_text() if path.exists() else "# Punctual benchmark results\n"
-    if NOTIFY_BEGIN in text and NOTIFY_END in text:
-        before, rest = text.split(NOTIFY_BEGIN, 1)
-        text = before + "\n".join(block) + rest.split(NOTIFY_END, 1)[1]
-    else:
-        for marker in ABOVE:
-            if marker in text:
-                before, after = text.split(marker, 1)
-                text = before + marker + "\n\n" + "\n".join(block) + "\n\n" + after.lstrip("\n")
-                break
-        else:
-            text = text.rstrip("\n") + "\n\n" + run.NOTES_MARKER + "\n\n" + "\n".join(block) + "\n"
-    path.write_text(text)
+    run.write_block(path, block, NOTIFY_BEGIN, NOTIFY_END, below=ABOVE)
 
 
 def plan(counts: list[int], modes: list[str], extras: bool, batch_rows: int) -> list[tuple[int, str, int]]:

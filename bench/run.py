@@ -762,6 +762,26 @@ def punctual_defaults() -> dict[str, Any]:
     return {name.upper(): defaults[name] for name in wanted}
 
 
+def write_block(path: Path, block: list[str], begin: str, end: str, below: tuple[str, ...] = ()) -> None:
+    """Put a script's own section (`block`, from its `begin` marker to its `end` marker) into RESULTS.md: in place
+    of its previous run, else just below the first of `below` found (markers of other sections), else below the
+    notes marker; every other part of the file is kept as it is."""
+    text = path.read_text() if path.exists() else "# Punctual benchmark results\n"
+    body = "\n".join(block)
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        text = before + body + rest.split(end, 1)[1]
+    else:
+        for marker in (*below, NOTES_MARKER):
+            if marker in text:
+                before, after = text.split(marker, 1)
+                text = before + marker + "\n\n" + body + "\n\n" + after.lstrip("\n")
+                break
+        else:
+            text = text.rstrip("\n") + "\n\n" + NOTES_MARKER + "\n\n" + body + "\n"
+    path.write_text(text)
+
+
 def git_commit() -> str:
     """The commit measured, and whether tracked files differ from it (the numbers are then of the working tree)."""
     try:

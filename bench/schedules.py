@@ -214,16 +214,7 @@ def write_results(path: Path, results: dict[str, Any], info: dict[str, Any]) -> 
         "</details>",
         SCHEDULES_END,
     ]
-    text = path.read_text() if path.exists() else "# Punctual benchmark results\n"
-    if SCHEDULES_BEGIN in text and SCHEDULES_END in text:
-        before, rest = text.split(SCHEDULES_BEGIN, 1)
-        text = before + "\n".join(block) + rest.split(SCHEDULES_END, 1)[1]
-    elif run.NOTES_MARKER in text:
-        before, after = text.split(run.NOTES_MARKER, 1)
-        text = before + run.NOTES_MARKER + "\n\n" + "\n".join(block) + "\n\n" + after.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + run.NOTES_MARKER + "\n\n" + "\n".join(block) + "\n"
-    path.write_text(text)
+    run.write_block(path, block, SCHEDULES_BEGIN, SCHEDULES_END)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -322,19 +322,7 @@ def write_results(path: Path, results: dict[str, Any], info: dict[str, Any]) -> 
         "</details>",
         WORKFLOWS_END,
     ]
-    text = path.read_text() if path.exists() else "# Punctual benchmark results\n"
-    if WORKFLOWS_BEGIN in text and WORKFLOWS_END in text:
-        before, rest = text.split(WORKFLOWS_BEGIN, 1)
-        text = before + "\n".join(block) + rest.split(WORKFLOWS_END, 1)[1]
-    elif SCHEDULES_END in text:
-        before, after = text.split(SCHEDULES_END, 1)
-        text = before + SCHEDULES_END + "\n\n" + "\n".join(block) + "\n\n" + after.lstrip("\n")
-    elif run.NOTES_MARKER in text:
-        before, after = text.split(run.NOTES_MARKER, 1)
-        text = before + run.NOTES_MARKER + "\n\n" + "\n".join(block) + "\n\n" + after.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + run.NOTES_MARKER + "\n\n" + "\n".join(block) + "\n"
-    path.write_text(text)
+    run.write_block(path, block, WORKFLOWS_BEGIN, WORKFLOWS_END, below=(SCHEDULES_END,))
 
 
 RUNNERS = {"F1": f1_steps_per_second, "F2": f2_step_overhead, "F3": f3_waiting_memory}
