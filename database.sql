@@ -87,9 +87,9 @@ CREATE INDEX events_due_idx ON events (scheduled_for) WHERE state = 'scheduled';
 -- With a backlog of due events, the claim walks this one in its own order (priority, then age)
 -- and stops after a batch, instead of sorting every due row; the planner picks between the two.
 CREATE INDEX events_claim_idx ON events (priority DESC, scheduled_for, id) WHERE state = 'scheduled';
--- Listing: by state or by callback, newest first. The rescuers find running rows here too (they are the attempts
--- held right now: few); lease_until has no index of its own, so a lease renewal changes no indexed column and is
--- a HOT update.
+-- The lease rescue reads only the leases that ran out (migration 0010 says why it needs its own index).
+CREATE INDEX events_lease_idx ON events (lease_until) WHERE state = 'running';
+-- Listing: by state or by callback, newest first.
 CREATE INDEX events_state_id_idx ON events (state, id);
 CREATE INDEX events_callback_id_idx ON events (callback_id, id);
 -- A later kafka-message-scheduler message finds the pending event of its key (only those events have one: the
