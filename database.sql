@@ -96,17 +96,19 @@ CREATE INDEX events_callback_id_idx ON events (callback_id, id);
 -- others add no entry here).
 CREATE INDEX events_schedule_key_idx ON events (schedule_key) WHERE state = 'scheduled' AND schedule_key IS NOT NULL;
 
--- Event history: one row per state change, written by the trigger below in the same
--- transaction as the change itself, whoever makes it (the engine, the API or plain SQL).
+-- Event history: one row per attempt, written when it ends (however it ends), and one per change made from
+-- outside (created, rescheduled, cancelled, retried), by the triggers below in the same transaction as the change
+-- itself, whoever makes it (the engine, the API or plain SQL). A claim writes none (migration 0011 says why).
 CREATE TABLE event_history (
-    id        bigserial PRIMARY KEY,
-    event_id  bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
-    state     text NOT NULL,
-    attempt   integer NOT NULL,
-    at        timestamptz NOT NULL DEFAULT clock_timestamp(),
-    worker    text,
-    error     text,
-    note      text   -- a change that is not a move between states, e.g. 'rescheduled to <time>'
+    id         bigserial PRIMARY KEY,
+    event_id   bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    state      text NOT NULL,   -- the state the change left: for an attempt, its outcome
+    attempt    integer NOT NULL,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    worker     text,
+    error      text,
+    note       text,  -- a change that is not a move between states, e.g. 'rescheduled to <time>'
+    started_at timestamptz  -- an attempt's row: when it started (it was 'running' from then until `at`)
 )
 -- Written once, deleted by retention: vacuumed by dead rows too (see events).
 WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 2000);
@@ -119,8 +121,8 @@ CREATE INDEX event_history_event_idx ON event_history (event_id, id);
 -- Each trigger is one statement (data-modifying CTEs), so a claim of one row pays for one plan,
 -- cached for the session, not one per step.
 --
--- History: one row per state change, written in the same transaction as the change itself,
--- whoever makes it (the engine, the API or plain SQL).
+-- History: one row per attempt, at its end, and one per change made from outside, written in the same
+-- transaction as the change itself, whoever makes it (the engine, the API or plain SQL).
 --
 -- NOTIFY wakes the listeners. A notification names events, never their rows: payloads are capped
 -- at 8000 bytes and event payloads are not. One notification per 100 changed rows, delivered on
@@ -162,17 +164,18 @@ BEGIN
     -- Rows whose state or time changed; a lease extension or a payload edit changes neither.
     WITH changed AS MATERIALIZED (
         SELECT n.id, n.callback_id, n.state, n.attempts, n.worker, n.last_error, n.result, n.scheduled_for,
-               n.finished_at, n.source, o.state IS DISTINCT FROM n.state AS moved
+               n.finished_at, n.source, n.started_at, o.state AS was, o.state IS DISTINCT FROM n.state AS moved
         FROM new_rows n JOIN old_rows o USING (id)
         WHERE o.state IS DISTINCT FROM n.state OR o.scheduled_for IS DISTINCT FROM n.scheduled_for
     ), history AS (
-        -- A move between states, or a scheduled event given another time (a reschedule through the API
-        -- or SQL): the history tells both, not only the audit log.
-        INSERT INTO event_history (event_id, state, attempt, worker, error, note)
+        -- An attempt that ended (with its start), a move made from outside, or a scheduled event given another
+        -- time (a reschedule through the API or SQL). A claim writes nothing: its attempt's row comes at its end.
+        INSERT INTO event_history (event_id, state, attempt, worker, error, note, started_at)
         SELECT id, state, attempts, worker, CASE WHEN state IN ('scheduled', 'failed') THEN last_error END,
                CASE WHEN NOT moved THEN 'rescheduled to '
-                    || to_char(scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END
-        FROM changed WHERE moved OR state = 'scheduled' ORDER BY id
+                    || to_char(scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END,
+               CASE WHEN was = 'running' THEN started_at END
+        FROM changed WHERE (moved AND state <> 'running') OR (NOT moved AND state = 'scheduled') ORDER BY id
     ), outboxed AS (
         INSERT INTO outbox (event_id, body)
         SELECT ch.id, jsonb_build_object(

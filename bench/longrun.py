@@ -25,8 +25,7 @@ What it runs, and why so:
 
 What it measures, from the database's own timestamps (read back every 2 s, before retention deletes the rows):
 - pickup: started_at - created_at of each 1 ms event (created_at: the insert's transaction start, database clock;
-  started_at: its worker's start, written with its outcome), p50/p95/p99/max per phase and per 5 s; also the
-  claim alone (the 'running' history row's time - created_at);
+  started_at: its worker's start, written with its outcome), p50/p95/p99/max per phase and per 5 s;
 - completion: events finished per second against events accepted per second;
 - every 5 s, for events and event_history: size (heap, indexes), live and dead rows, inserts, updates, HOT
   updates, deletes and autovacuum runs (pg_stat_user_tables), and the due backlog;
@@ -227,14 +226,14 @@ class Producer:
 # -- what the database says --------------------------------------------------------------------------------------
 
 class Collector:
-    """Every 2 s, reads the events that ended since the last read (with the time of their first claim): before
-    retention deletes them. Keeps per event (created, claimed, started, finished, callback, attempts, state)."""
+    """Every 2 s, reads the events that ended since the last read: before retention deletes them. Keeps per event
+    (created, started, finished, callback, attempts, state)."""
 
     OVERLAP = 10.0  # seconds re-read each time: an outcome stamped earlier may commit later
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.rows: list[tuple[float, Optional[float], Optional[float], float, str, int, str]] = []
+        self.rows: list[tuple[float, Optional[float], float, str, int, str]] = []
         self._recent: dict[int, float] = {}
         self._since = 0.0
         self._stop = threading.Event()
@@ -262,9 +261,7 @@ class Collector:
             try:
                 with conn.cursor() as cur:
                     cur.execute(
-                        """SELECT e.id, extract(epoch FROM e.created_at), extract(epoch FROM
-                                  (SELECT min(h.at) FROM event_history h WHERE h.event_id = e.id AND h.state = 'running')),
-                                  extract(epoch FROM e.started_at), extract(epoch FROM e.finished_at), c.name, e.attempts,
+                        """SELECT e.id, extract(epoch FROM e.created_at), extract(epoch FROM e.started_at), extract(epoch FROM e.finished_at), c.name, e.attempts,
                                   e.state
                            FROM events e JOIN callbacks c ON c.id = e.callback_id
                            WHERE e.state IN ('finished', 'failed', 'cancelled') AND e.finished_at >= to_timestamp(%s)""",
@@ -272,13 +269,12 @@ class Collector:
                     fetched = cur.fetchall()
             finally:
                 conn.close()
-            for event_id, created, claimed, started, finished, name, attempts, state in fetched:
+            for event_id, created, started, finished, name, attempts, state in fetched:
                 if event_id in self._recent:
                     continue
                 self._recent[event_id] = float(finished)
-                self.rows.append((float(created), None if claimed is None else float(claimed),
-                                  None if started is None else float(started), float(finished), name, attempts,
-                                  state))
+                self.rows.append((float(created), None if started is None else float(started), float(finished),
+                                  name, attempts, state))
                 self._since = max(self._since, float(finished))
             horizon = self._since - 2 * self.OVERLAP
             self._recent = {k: v for k, v in self._recent.items() if v >= horizon}
@@ -378,9 +374,8 @@ def app_process(url: str, folder: Path, name: str, retention_days: float) -> run
 
 
 def track_rescue(url: str, worker: str, killed_at: float, timeout: float = 90.0) -> dict[str, Any]:
-    """The attempts `worker` held when it was killed, and when each started again (the 'running' history row of a
-    later attempt); also when the rescue put it back (the 'scheduled' or 'failed' history row of that attempt
-    written after the kill)."""
+    """The attempts `worker` held when it was killed, and when each started again (the start of the next attempt);
+    also when the rescue put it back (the history row of the held attempt, written at its end, after the kill)."""
     conn = connect(url)
     try:
         with conn.cursor() as cur:
@@ -393,17 +388,24 @@ def track_rescue(url: str, worker: str, killed_at: float, timeout: float = 90.0)
         while held and len(restarted) < len(held) and now() < deadline:
             time.sleep(0.5)
             with conn.cursor() as cur:
-                cur.execute("""SELECT h.event_id, h.state = 'running' AND h.attempt > held.attempt,
-                                      extract(epoch FROM min(h.at))
-                               FROM event_history h
-                               JOIN unnest(%s::bigint[], %s::int[]) AS held(id, attempt) ON held.id = h.event_id
-                               WHERE h.at > to_timestamp(%s)
-                                 AND (h.state = 'running' AND h.attempt > held.attempt
-                                      OR h.state IN ('scheduled', 'failed') AND h.attempt = held.attempt)
-                               GROUP BY 1, 2""",
-                            (list(held), [attempt for attempt, _ in held.values()], killed_at))
-                for event_id, again, at in cur.fetchall():
-                    (restarted if again else rescued)[event_id] = float(at)
+                # Started again: the next attempt's start, from its history row once it ended, from the event
+                # while it runs. Put back: the history row of the held attempt, which its rescue wrote.
+                cur.execute("""SELECT held.id, extract(epoch FROM COALESCE(
+                                          (SELECT h.started_at FROM event_history h WHERE h.event_id = held.id
+                                             AND h.attempt = held.attempt + 1 AND h.started_at IS NOT NULL),
+                                          CASE WHEN e.attempts = held.attempt + 1 AND e.state = 'running'
+                                               THEN e.started_at END)),
+                                      extract(epoch FROM (SELECT min(h.at) FROM event_history h
+                                          WHERE h.event_id = held.id AND h.attempt = held.attempt
+                                            AND h.at > to_timestamp(%s)))
+                               FROM unnest(%s::bigint[], %s::int[]) AS held(id, attempt)
+                               JOIN events e ON e.id = held.id""",
+                            (killed_at, list(held), [attempt for attempt, _ in held.values()]))
+                for event_id, again, back in cur.fetchall():
+                    if again is not None:
+                        restarted[event_id] = float(again)
+                    if back is not None:
+                        rescued[event_id] = float(back)
     finally:
         conn.close()
     delays = sorted(restarted[i] - killed_at for i in restarted)
@@ -539,11 +541,10 @@ def summarise(rate: int, phases: list[dict[str, Any]], producer: Producer, slow:
     for phase in phases:
         start, end = phase["start"], phase["end"]
         seconds = end - start
-        quick = [r for r in rows if r[4] == QUICK and start <= r[0] < end]
-        pickup = [r[2] - r[0] for r in quick if r[2] is not None]
-        claim = [r[1] - r[0] for r in quick if r[1] is not None]
-        first_attempt = [r[2] - r[0] for r in quick if r[2] is not None and r[5] == 1]
-        finished = sum(1 for r in rows if start <= r[3] < end)
+        quick = [r for r in rows if r[3] == QUICK and start <= r[0] < end]
+        pickup = [r[1] - r[0] for r in quick if r[1] is not None]
+        first_attempt = [r[1] - r[0] for r in quick if r[1] is not None and r[4] == 1]
+        finished = sum(1 for r in rows if start <= r[2] < end)
         accepted, failed = producer.between(start, end)
         s0, s1 = _at(samples, start), _at(samples, end)
         window = [s for s in samples if start <= s["t"] <= end]
@@ -561,7 +562,6 @@ def summarise(rate: int, phases: list[dict[str, Any]], producer: Producer, slow:
             "pickup_ms": {"p50": ms(pct(pickup, 50)), "p95": ms(pct(pickup, 95)), "p99": ms(pct(pickup, 99)),
                           "max": ms(max(pickup)) if pickup else None},
             "pickup_first_attempt_p99_ms": ms(pct(first_attempt, 99)),
-            "claim_ms": {"p50": ms(pct(claim, 50)), "p99": ms(pct(claim, 99))},
             "backlog_max": max((s["backlog"] for s in window), default=None),
             "app_cpu_cores": round((s1["app_cpu_s"] - s0["app_cpu_s"]) / max(s1["t"] - s0["t"], 1e-9), 2)
             if s1 is not s0 else None,
@@ -587,7 +587,7 @@ def time_series(rows: list[tuple[Any, ...]], samples: list[dict[str, Any]], prod
     created in it, and the last sample's sizes, dead rows and backlog."""
     buckets: dict[int, list[float]] = {}
     finished: dict[int, int] = {}
-    for created, _claimed, started, done, name, _attempts, _state in rows:
+    for created, started, done, name, _attempts, _state in rows:
         if name == QUICK and started is not None:
             buckets.setdefault(int((created - began) // BUCKET), []).append(started - created)
         finished[int((done - began) // BUCKET)] = finished.get(int((done - began) // BUCKET), 0) + 1
@@ -636,7 +636,7 @@ def phase_rows(result: dict[str, Any]) -> list[str]:
         out.append(
             f"| {PHASE_TITLES[p['phase']]} | {p['seconds']:.0f} s | {p['accepted_per_s']:,.0f} / {p['finished_per_s']:,.0f} | "
             f"{run.fmt(pk['p50'], '', 1)} / {run.fmt(pk['p95'], '', 1)} / {run.fmt(pk['p99'], '', 1)} / "
-            f"{run.fmt(pk['max'], '', 0)} | {run.fmt(p['claim_ms']['p99'], '', 1)} | {p['backlog_max']} | "
+            f"{run.fmt(pk['max'], '', 0)} | {p['backlog_max']} | "
             f"{ev['size_mb_end']:.1f} ({ev['growth_mb']:+.1f}) | {hi['size_mb_end']:.1f} ({hi['growth_mb']:+.1f}) | "
             f"{ev['dead_max']:,} / {hi['dead_max']:,} | {run.fmt(p['events_dead_versions_per_event'])} | "
             f"{run.fmt(ev['hot_share'], '', 2)} | {ev['autovacuums']} / {hi['autovacuums']} | "
@@ -677,11 +677,11 @@ def write_results(path: Path, results: list[dict[str, Any]], info: dict[str, Any
             ("One `POST /events` per event." if result["batch"] == 1 else
              f"`POST /events/batch` of {result['batch']} events, {result['rate'] // result['batch']} a second."),
             "",
-            "| phase | length | accepted / finished per s | pickup p50 / p95 / p99 / max (ms) | claim p99 (ms) "
+            "| phase | length | accepted / finished per s | pickup p50 / p95 / p99 / max (ms) "
             "| due backlog max | events MB (growth) | history MB (growth) | dead rows max events / history "
             "| dead versions per event (events) | HOT share (events) | autovacuums events / history "
             "| CPU app / PostgreSQL (cores) | load average (mean) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             *phase_rows(result),
             "",
         ]
@@ -737,8 +737,8 @@ def print_summary(result: dict[str, Any]) -> None:
         pk = p["pickup_ms"]
         ev, hi = p["tables"]["events"], p["tables"]["event_history"]
         print(f"  {p['phase']:<9} accepted {p['accepted_per_s']:>7.1f}/s finished {p['finished_per_s']:>7.1f}/s  "
-              f"pickup p50 {pk['p50']} p95 {pk['p95']} p99 {pk['p99']} max {pk['max']} ms  claim p99 "
-              f"{p['claim_ms']['p99']}  backlog {p['backlog_max']}  events {ev['size_mb_end']} MB ({ev['growth_mb']:+}) "
+              f"pickup p50 {pk['p50']} p95 {pk['p95']} p99 {pk['p99']} max {pk['max']} ms  "
+              f"backlog {p['backlog_max']}  events {ev['size_mb_end']} MB ({ev['growth_mb']:+}) "
               f"dead {ev['dead_max']}  history {hi['size_mb_end']} MB ({hi['growth_mb']:+}) dead {hi['dead_max']}  "
               f"dead/event {p['events_dead_versions_per_event']} HOT {ev['hot_share']}  cpu app {p['app_cpu_cores']} "
               f"pg {p['pg_cpu_cores']} load {p['loadavg_mean']}")

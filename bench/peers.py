@@ -12,7 +12,8 @@ Each workload spawns its worker process(es) (`peers.py worker ...`, like a user 
 - W1/W6: from the first batch enqueued until the database shows all jobs done (`--cap` stops a slow peer early:
   the rate is then done/elapsed, marked capped);
 - W2: lateness = the job's start (time.time() in the worker, the same machine's clock) - the time asked for;
-- W3: from the moment the enqueue call returned (the insert is committed) to the job's start;
+- W3: from the client's clock just before the enqueue call to the job's start (as Punctual's W3, from just
+  before its create call);
 - W4: jobs inserted before the worker process starts; from the process start until all are done;
 - W5: extra RSS of the worker with 1,000,000 jobs a month ahead in its table.
 
@@ -389,31 +390,31 @@ async def w_lateness(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def w_idle(args: argparse.Namespace) -> dict[str, Any]:
-    """W3: one due job every `interval` for `seconds`; committed-enqueue-to-start."""
+    """W3: one due job every `interval` for `seconds`; from just before the enqueue call to the job's start."""
     count = int(round(args.seconds / args.interval))
     record = Path(args.tmp) / f"w3-{args.system}-{os.getpid()}.txt"
     workers = Workers(args.system, args.db, "latency", 1, record)
     workers.start()
     wait_ready(workers)
     probe = Probe(args.system, args.db, count)
-    committed: dict[int, float] = {}
+    sent: dict[int, float] = {}
     async with Enqueuer(args.system, args.db) as enq:
         t0 = time.monotonic()
         for i in range(count):
             pause = t0 + i * args.interval - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
+            sent[i] = time.time()
             await enq.one(i)
-            committed[i] = time.time()
     complete, done, _ = probe.wait(30)
     workers.stop()
     probe.close()
     starts = read_starts(record)
-    latency = [(starts[i] - committed[i]) * 1000 for i in committed if i in starts]
+    latency = [(starts[i] - sent[i]) * 1000 for i in sent if i in starts]
     return {"events": count, "complete": complete, "started": len(latency),
             "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
             "max_ms": max(latency) if latency else None,
-            "note": "from the enqueue call's return (insert committed) to the job's start"}
+            "note": "from the client's clock just before the enqueue call to the job's start"}
 
 
 async def w_recovery(args: argparse.Namespace) -> dict[str, Any]:

@@ -169,6 +169,11 @@ class Probe:
             cur.execute(sql, params)
             return [row[0] for row in cur.fetchall()]
 
+    def rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
     def execute(self, sql: str, params: Any = None) -> None:
         with self.conn.cursor() as cur:
             cur.execute(sql, params)
@@ -461,7 +466,7 @@ def w2_lateness(ctx: Context) -> dict[str, Any]:
             "SELECT extract(epoch FROM started_at - scheduled_for) * 1000 FROM events WHERE started_at IS NOT NULL")]
         early_history = probe.one(
             """SELECT count(*) FROM event_history h JOIN events e ON e.id = h.event_id
-               WHERE h.state = 'running' AND h.at < e.scheduled_for""")[0]
+               WHERE h.started_at < e.scheduled_for""")[0]
         probe.close()
         return {
             "events": n, "window_s": [lo, hi], "http_status": response.status_code,
@@ -475,13 +480,15 @@ def w2_lateness(ctx: Context) -> dict[str, Any]:
 
 
 def w3_idle_latency(ctx: Context) -> dict[str, Any]:
-    """One due event every 20 ms for 10 s via POST /events; insert-to-start = started_at - the insert's history row.
+    """One due event every 20 ms for 10 s via POST /events; latency = the handler's start - the client's clock just
+    before the create call.
 
-    Issue 5 measures W3 "from the committed insert to start", and the peers from the return of their enqueue
-    call. The closest database-side instant to our insert's commit is its 'scheduled' history row, written by
-    the trigger inside the insert, a few tenths of a millisecond before the commit: p50_ms/p99_ms start there
-    (so they still count the commit itself). create_p50_ms/create_p99_ms start at created_at, the insert
-    statement's start, and so also count the insert's own work.
+    Issue 15 measures W3 for every system from the client's clock just before the create call to the handler's
+    start (the peers in bench/peers.py the same way), so the HTTP request and the insert's commit count for
+    Punctual as the enqueue call counts for the peers. started_at is the worker's wall clock, on this machine.
+    Also kept: from the insert's 'scheduled' history row (written inside the insert, just before its commit:
+    insert_p50_ms/insert_p99_ms, issue 5's "committed insert to start") and from created_at (the insert
+    statement's start).
     """
     interval, seconds = ctx.sizes.w3_interval, ctx.sizes.w3_seconds
     count = int(round(seconds / interval))
@@ -493,17 +500,20 @@ def w3_idle_latency(ctx: Context) -> dict[str, Any]:
         body = json.dumps({"callback": CALLBACK}).encode()
         request_ms: list[float] = []
         statuses: list[int] = []
+        sent_at: dict[int, float] = {}  # event id -> the client's wall clock just before its create call
         local = threading.local()
 
         def send() -> None:
             # One keep-alive session per sender thread: requests.Session is not thread-safe.
             session = getattr(local, "session", None) or requests.Session()
             local.session = session
-            sent = time.monotonic()
+            wall, sent = time.time(), time.monotonic()
             response = session.post(app.url + "/events", data=body, headers={"Content-Type": "application/json"},
                                     timeout=60)
             request_ms.append((time.monotonic() - sent) * 1000)
             statuses.append(response.status_code)
+            if response.status_code == 201:
+                sent_at[response.json()["id"]] = wall
 
         # Each request leaves at its own tick, whether or not the previous one has been answered, so the
         # pace is one per interval even when a request takes longer than the interval.
@@ -520,7 +530,10 @@ def w3_idle_latency(ctx: Context) -> dict[str, Any]:
         ok, _ = wait_all_done(probe, count, timeout=60)
         cpu_used = cpu.stop()
         profiler.stop()
-        latency = [float(v) for v in probe.column(
+        started = {int(i): float(at) for i, at in probe.rows(
+            "SELECT id, extract(epoch FROM started_at) FROM events WHERE started_at IS NOT NULL")}
+        latency = [(started[i] - wall) * 1000 for i, wall in sent_at.items() if i in started]
+        from_insert = [float(v) for v in probe.column(
             """SELECT extract(epoch FROM e.started_at - h.at) * 1000 FROM events e
                JOIN event_history h ON h.event_id = e.id AND h.state = 'scheduled' AND h.attempt = 0
                WHERE e.started_at IS NOT NULL""")]
@@ -532,6 +545,7 @@ def w3_idle_latency(ctx: Context) -> dict[str, Any]:
             "complete": ok, "started": len(latency),
             "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
             "max_ms": max(latency) if latency else None,
+            "insert_p50_ms": percentile(from_insert, 50), "insert_p99_ms": percentile(from_insert, 99),
             "create_p50_ms": percentile(from_create, 50), "create_p99_ms": percentile(from_create, 99),
             "http_p50_ms": percentile(request_ms, 50), "http_p99_ms": percentile(request_ms, 99),
             **cpu_used, "wall_s": time.monotonic() - t0,

@@ -195,12 +195,29 @@ def get_event(db: Database, event_id: int, with_history: bool = True) -> dict[st
         if event is None:
             raise NotFound(f"event {event_id} does not exist")
         if with_history:
-            cur.execute(
-                "SELECT state, attempt, at, worker, error, note FROM event_history WHERE event_id = %s ORDER BY id",
-                (event_id,),
-            )
-            event["history"] = cur.fetchall()
+            cur.execute("SELECT state, attempt, at, worker, error, note, started_at FROM event_history "
+                        "WHERE event_id = %s ORDER BY id", (event_id,))
+            event["history"] = history_entries(cur.fetchall(), event)
     return event
+
+
+def history_entries(rows: list[dict[str, Any]], event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event's state changes, oldest first, from its history rows: an attempt's row (written at its end,
+    with when it started) stands for two changes, into 'running' and out of it, and the attempt running now has
+    no row yet, so it is read from the event. Rows written before migration 0011 hold their 'running' entries
+    themselves."""
+    entries: list[dict[str, Any]] = []
+    for row in rows:
+        started_at = row.pop("started_at")
+        if started_at is not None:
+            entries.append({"state": "running", "attempt": row["attempt"], "at": started_at,
+                            "worker": row["worker"], "error": None, "note": None})
+        entries.append(row)
+    if event["state"] == "running" and not (entries and entries[-1]["state"] == "running"
+                                            and entries[-1]["attempt"] == event["attempts"]):
+        entries.append({"state": "running", "attempt": event["attempts"], "at": event["started_at"],
+                        "worker": event["worker"], "error": None, "note": None})
+    return entries
 
 
 def list_events(db: Database, query: EventQuery) -> dict[str, Any]:

@@ -10,6 +10,8 @@ Cheap on a big table. `events` has no index on started_at, and gets none: a colu
 the claims their HOT updates. The window's events are found through `event_history` instead: it only grows, each
 row's `at` and id are taken in the same instant, so ids follow time, and a backward walk of its primary key finds
 where the window starts; from there the scan covers the window's rows only, however long retention keeps the rest.
+(An attempt's history row is written when it ends: one still running that began in the window counts once it ends,
+or at once if its event was made in the window.)
 And a minute that is over changes no more: it is read once, kept, and each later request reads only the last few
 minutes.
 """

@@ -70,6 +70,20 @@ def sql(url: str, query: str, params: Any = None) -> list[dict]:
         conn.close()
 
 
+def event_history(url: str, event_id: int) -> list[dict]:
+    """The event's state changes as GET /events/<id> tells them (state, attempt, at, worker, error), read from the
+    database by another connection: an attempt's row stands for its start and its end."""
+    from controllers.events import history_entries  # the story's one reader, the API's own
+
+    rows = sql(url, "SELECT state, attempt, at, worker, error, note, started_at FROM event_history "
+                    "WHERE event_id = %s ORDER BY id", (event_id,))
+    event = sql(url, "SELECT state, attempts, started_at, worker FROM events WHERE id = %s", (event_id,))
+    if not event:
+        return []
+    return [{k: entry[k] for k in ("state", "attempt", "at", "worker", "error")}
+            for entry in history_entries(rows, event[0])]
+
+
 class AppProcess:
     """One `python app.py`, started as a user would, on its own port and log folder."""
 

@@ -13,7 +13,7 @@ from config import Settings
 from engine import Engine
 from engine.kinds.python import handler
 from metrics import Metrics
-from tests.helpers import sql, wait_for
+from tests.helpers import event_history, sql, wait_for
 
 # Characters that end a line for one reader or another: \n and \r for files, and for str.splitlines()
 # also \v, \f, \x1c-\x1e, \x85 (NEL), \u2028 and \u2029.
@@ -64,8 +64,8 @@ def test_every_state_change_writes_one_json_line_with_its_action(live_client, db
             assert key in line
     for event_id, callback in ((flaky, "Flaky"), (failing, "Division")):
         mine = [line for line in records if line["event_id"] == event_id]
-        steps = sql(db_url, "SELECT state, attempt FROM event_history WHERE event_id = %s ORDER BY id", (event_id,))
-        # One line per state change: the same states, in the same order, as the history table.
+        steps = event_history(db_url, event_id)
+        # One line per state change: the same states, in the same order, as the history tells them.
         assert [(line["state"], line["attempt"]) for line in mine] == [(s["state"], s["attempt"]) for s in steps]
         assert {line["callback"] for line in mine} == {callback}
     flaky_lines = [line for line in records if line["event_id"] == flaky]

@@ -14,7 +14,7 @@ from psycopg2.extras import Json
 from engine import Engine, queries
 from engine.queries import Change
 from metrics import Metrics
-from tests.helpers import running_engine, sql, wait_for
+from tests.helpers import event_history, running_engine, sql, wait_for
 
 LATENESS = 1.0  # generous: tests prove "on time, never early"; bench/ measures the real lateness
 
@@ -45,8 +45,7 @@ def row(db_url: str, event_id: int) -> dict[str, Any] | None:
 
 
 def history(db_url: str, event_id: int) -> list[dict[str, Any]]:
-    return sql(db_url, "SELECT state, attempt, at, worker, error FROM event_history WHERE event_id = %s ORDER BY id",
-               (event_id,))
+    return event_history(db_url, event_id)
 
 
 def wait_state(db_url: str, event_id: int, *states: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2
 
 from engine.listener import CHANNEL, parse_notification
-from tests.helpers import running_engine, sql, wait_for
+from tests.helpers import event_history, running_engine, sql, wait_for
 
 
 def make_callback(db_url: str, name: str, target: str) -> int:
@@ -27,10 +27,8 @@ def states(db_url: str) -> dict[str, int]:
 
 
 def history_per_event(db_url: str) -> dict[int, list[tuple[str, int]]]:
-    out: dict[int, list[tuple[str, int]]] = {}
-    for r in sql(db_url, "SELECT event_id, state, attempt FROM event_history ORDER BY id"):
-        out.setdefault(r["event_id"], []).append((r["state"], r["attempt"]))
-    return out
+    ids = [r["event_id"] for r in sql(db_url, "SELECT DISTINCT event_id FROM event_history")]
+    return {event_id: [(h["state"], h["attempt"]) for h in event_history(db_url, event_id)] for event_id in ids}
 
 
 # -- inline handlers --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.helpers import AppProcess, sql, wait_for
+from tests.helpers import AppProcess, event_history, sql, wait_for
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -59,8 +59,7 @@ def all_in(db_url: str, ids: list[int], state: str) -> bool:
 
 
 def history(db_url: str, event_id: int) -> list[dict]:
-    return sql(db_url, "SELECT state, attempt, at, worker, error FROM event_history WHERE event_id = %s ORDER BY id",
-               (event_id,))
+    return event_history(db_url, event_id)
 
 
 def executions(db_url: str, ids: list[int]) -> dict[int, list[int]]:
@@ -72,17 +71,19 @@ def executions(db_url: str, ids: list[int]) -> dict[int, list[int]]:
     return out
 
 
-def running_rows_per_attempt(db_url: str, ids: list[int]) -> dict[tuple[int, int], int]:
+def attempt_rows_per_attempt(db_url: str, ids: list[int]) -> dict[tuple[int, int], int]:
     rows = sql(db_url, """SELECT event_id, attempt, count(*) AS n FROM event_history
-                          WHERE event_id = ANY(%s) AND state = 'running' GROUP BY event_id, attempt""", (ids,))
+                          WHERE event_id = ANY(%s) AND started_at IS NOT NULL GROUP BY event_id, attempt""", (ids,))
     return {(r["event_id"], r["attempt"]): r["n"] for r in rows}
 
 
 def assert_each_attempt_recorded_once(db_url: str, ids: list[int]) -> None:
-    """Every attempt an event counts has exactly one 'running' history row; none is missing or doubled."""
-    counts = running_rows_per_attempt(db_url, ids)
-    events = sql(db_url, "SELECT id, attempts FROM events WHERE id = ANY(%s)", (ids,))
-    expected = {(e["id"], a): 1 for e in events for a in range(1, e["attempts"] + 1)}
+    """Every attempt an event counts that has ended has exactly one history row (written at its end, with its
+    start); none is missing or doubled. The attempt running now has none yet."""
+    counts = attempt_rows_per_attempt(db_url, ids)
+    events = sql(db_url, "SELECT id, attempts, state FROM events WHERE id = ANY(%s)", (ids,))
+    expected = {(e["id"], a): 1 for e in events
+                for a in range(1, e["attempts"] + (0 if e["state"] == "running" else 1))}
     assert counts == expected
 
 

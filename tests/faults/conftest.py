@@ -58,14 +58,16 @@ def count(db_url: str, query: str, params: Any = None) -> int:
 
 
 def assert_every_attempt_recorded_once(db_url: str) -> None:
-    """Each (event, attempt) an event counts has exactly one 'running' history row: none missing, none twice."""
-    doubled = sql(db_url, """SELECT event_id, attempt, count(*) AS n FROM event_history WHERE state = 'running'
+    """Each (event, attempt) an event counts that has ended has exactly one attempt row in its history (written at
+    the attempt's end, with its start): none missing, none twice. The attempt running now has none yet."""
+    doubled = sql(db_url, """SELECT event_id, attempt, count(*) AS n FROM event_history WHERE started_at IS NOT NULL
                              GROUP BY event_id, attempt HAVING count(*) > 1""")
-    assert doubled == [], f"attempts recorded running more than once: {doubled[:10]}"
-    missing = sql(db_url, """SELECT e.id, a FROM events e, generate_series(1, e.attempts) a
+    assert doubled == [], f"attempts that ended more than once: {doubled[:10]}"
+    missing = sql(db_url, """SELECT e.id, a FROM events e,
+                                    generate_series(1, e.attempts - CASE WHEN e.state = 'running' THEN 1 ELSE 0 END) a
                              WHERE NOT EXISTS (SELECT 1 FROM event_history h WHERE h.event_id = e.id
-                                               AND h.attempt = a AND h.state = 'running')""")
-    assert missing == [], f"attempts without their 'running' history row: {missing[:10]}"
+                                               AND h.attempt = a AND h.started_at IS NOT NULL)""")
+    assert missing == [], f"attempts without their history row: {missing[:10]}"
 
 
 # -- a PostgreSQL server of our own -------------------------------------------------------
