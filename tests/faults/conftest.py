@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from db import Database
-from tests.conftest import SIDE_TABLES
+from tests.conftest import ROOT, SIDE_TABLES
 from tests.helpers import AppProcess, free_port, record_figure, sql, wait_for  # noqa: F401 - record_figure for the tests
 
 SOAK = os.environ.get("PUNCTUAL_SOAK", "") == "1"
@@ -171,3 +171,25 @@ def wait_ok(db_url: str, query: str, timeout: float, message: str) -> None:
 
 def elapsed(since: float) -> float:
     return round(time.monotonic() - since, 3)
+
+
+@pytest.fixture
+def start_round(tmp_path):
+    """Start `python app.py` for round `index` of a kill -9 test, with `env`: dying at its armed crash point before
+    it reported healthy is an expected outcome, anything else fails the test with its output. Every app started
+    is killed at the end (the final instances outlive the rounds)."""
+    started: list[AppProcess] = []
+
+    def start(db_url: str, index: int, env: dict[str, str]) -> AppProcess:
+        app = AppProcess(ROOT, db_url, tmp_path / f"round{index}", free_port(), env)
+        started.append(app)
+        try:
+            app.start()
+        except AssertionError as exc:
+            if app.proc is None or app.proc.poll() != 137:
+                raise AssertionError(f"{exc}\n--- its output:\n{app.log_text()[-4000:]}") from None
+        return app
+
+    yield start
+    for app in started:
+        app.kill()

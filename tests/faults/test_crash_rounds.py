@@ -16,37 +16,14 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, kafka_env
+from tests.conftest import kafka_env
 from tests.faults.conftest import assert_every_attempt_recorded_once, count, record_figure, soak
-from tests.helpers import AppProcess, free_port, sql, wait_for
+from tests.helpers import sql, wait_for
 
 ROUNDS = soak(5, 60)
 KAFKA_ROUNDS = soak(3, 30)
 POINTS = ["after_claim", "in_callback", "before_outcome", "random"]
 ENV = {"WORKER_THREADS": "4", "DB_POOL_SIZE": "4", "HTTP_THREADS": "2"}
-
-
-_STARTED: list[AppProcess] = []
-
-
-@pytest.fixture(autouse=True)
-def _kill_what_we_started():
-    """Every app a test here started is killed at its end (the final instances outlive the rounds)."""
-    yield
-    while _STARTED:
-        _STARTED.pop().kill()
-
-
-def _start(db_url: str, tmp_path, index: int, env: dict[str, str]) -> AppProcess:
-    """Start an app; dying at its crash point before it reported healthy is an expected outcome."""
-    app = AppProcess(ROOT, db_url, tmp_path / f"round{index}", free_port(), {**ENV, **env})
-    _STARTED.append(app)
-    try:
-        app.start()
-    except AssertionError as exc:
-        if app.proc is None or app.proc.poll() != 137:
-            raise AssertionError(f"{exc}\n--- its output:\n{app.log_text()[-4000:]}") from None
-    return app
 
 
 def _insert_events(db_url: str, n: int) -> None:
@@ -58,7 +35,7 @@ def _insert_events(db_url: str, n: int) -> None:
 
 
 def test_kill_9_at_every_crash_point_over_random_rounds_leaves_every_event_terminal_and_each_attempt_once(
-        db_url, tmp_path):
+        db_url, start_round):
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
@@ -70,12 +47,12 @@ def test_kill_9_at_every_crash_point_over_random_rounds_leaves_every_event_termi
         point = POINTS[index % len(POINTS)] if index < len(POINTS) else rng.choice(POINTS)
         _insert_events(db_url, rng.randint(10, 40))
         if point == "random":
-            app = _start(db_url, tmp_path, index, {})
+            app = start_round(db_url, index, ENV)
             time.sleep(rng.uniform(0.0, 1.5))  # a random moment, not a synchronisation
             app.kill()
             outcomes["random kill"] = outcomes.get("random kill", 0) + 1
             continue
-        app = _start(db_url, tmp_path, index, {"PUNCTUAL_CRASH_AT": point,
+        app = start_round(db_url, index, ENV | {"PUNCTUAL_CRASH_AT": point,
                                                 "PUNCTUAL_CRASH_AFTER": str(rng.randint(1, 8))})
         try:
             wait_for(lambda: app.proc.poll() is not None, 10, 0.05, f"the app to die at {point}")
@@ -89,7 +66,7 @@ def test_kill_9_at_every_crash_point_over_random_rounds_leaves_every_event_termi
 
     assert all(outcomes.get(p, 0) for p in ("after_claim", "in_callback", "before_outcome")), outcomes
     left_running = count(db_url, "SELECT count(*) AS n FROM events WHERE state = 'running'")
-    final = _start(db_url, tmp_path, ROUNDS, {})
+    final = start_round(db_url, ROUNDS, ENV)
     total = count(db_url, "SELECT count(*) AS n FROM events")
     wait_for(lambda: count(db_url, "SELECT count(*) AS n FROM events WHERE state IN ('finished', 'failed')") == total,
              60, 0.2, "every event to end")
@@ -118,7 +95,7 @@ def test_kill_9_at_every_crash_point_over_random_rounds_leaves_every_event_termi
 
 @pytest.mark.kafka
 def test_kill_9_between_the_database_commit_and_the_offset_commit_over_rounds_makes_each_message_its_events_once(
-        kafka_broker, db_url, tmp_path):
+        kafka_broker, db_url, start_round):
     rng = random.Random()
     producer = kafka_broker.producer()
     produced = 0
@@ -130,7 +107,7 @@ def test_kill_9_between_the_database_commit_and_the_offset_commit_over_rounds_ma
         producer.flush()
         produced += batch
         # The first offset commit of each process: a process usually takes its backlog in one batch.
-        app = _start(db_url, tmp_path, index, {**kafka_env(kafka_broker),
+        app = start_round(db_url, index, ENV | {**kafka_env(kafka_broker),
                                                 "PUNCTUAL_CRASH_AT": "bridge_before_offset_commit"})
         try:
             wait_for(lambda: app.proc.poll() is not None, 30, 0.1, "the app to die between the two commits")
@@ -143,7 +120,7 @@ def test_kill_9_between_the_database_commit_and_the_offset_commit_over_rounds_ma
     producer.close()
     assert crashed == KAFKA_ROUNDS, f"only {crashed} of {KAFKA_ROUNDS} rounds reached the crash point"
 
-    _start(db_url, tmp_path, KAFKA_ROUNDS, kafka_env(kafka_broker))
+    start_round(db_url, KAFKA_ROUNDS, ENV | kafka_env(kafka_broker))
     wait_for(lambda: count(db_url, "SELECT count(*) AS n FROM kafka_messages WHERE topic = 'alerts'") >= produced,
              60, 0.2, "every message to be stored")
     # Stay a moment past the last offset commit, so a redelivered batch would have landed.
@@ -158,7 +135,7 @@ def test_kill_9_between_the_database_commit_and_the_offset_commit_over_rounds_ma
                   f"{rows['n']} events, each alert once")
 
 
-def test_a_crash_does_not_spend_attempts_of_events_the_dead_instance_never_started(db_url, tmp_path):
+def test_a_crash_does_not_spend_attempts_of_events_the_dead_instance_never_started(db_url, start_round):
     sql(db_url, "INSERT INTO callbacks (name, kind, target, timeout_seconds, max_attempts) "
                 "VALUES ('rec', 'python', 'record', 1, 2)")
     sql(db_url, """INSERT INTO events (callback_id, payload, scheduled_for, source, max_attempts)
@@ -166,10 +143,10 @@ def test_a_crash_does_not_spend_attempts_of_events_the_dead_instance_never_start
     # One worker; each process claims the whole backlog and dies as it starts its first attempt. The
     # second one's sweep first rescues the leases the first left behind (attempt 1 spent), then claims again.
     for index in range(2):
-        app = _start(db_url, tmp_path, index, {"WORKER_THREADS": "1", "PUNCTUAL_CRASH_AT": "after_claim"})
+        app = start_round(db_url, index, ENV | {"WORKER_THREADS": "1", "PUNCTUAL_CRASH_AT": "after_claim"})
         wait_for(lambda: app.proc.poll() is not None, 20, 0.05, "the crash")
         assert app.proc.returncode == 137
-    final = _start(db_url, tmp_path, 2, {})
+    final = start_round(db_url, 2, ENV)
     wait_for(lambda: count(db_url, "SELECT count(*) AS n FROM events WHERE state IN ('finished', 'failed')") == 20,
              30, 0.2, "every event to end")
     assert final.proc.poll() is None

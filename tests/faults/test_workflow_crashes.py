@@ -29,15 +29,12 @@ import random
 import time
 from typing import Any
 
-import pytest
-
 from controllers import workflows as flows
 from db import Database
 from errors import Conflict
-from tests.conftest import ROOT
 from tests.faults.conftest import assert_every_attempt_recorded_once, count, record_figure, soak
 from tests.handlers import WORKFLOW_EXECUTIONS, WORKFLOW_RECORD
-from tests.helpers import AppProcess, free_port, sql, wait_for
+from tests.helpers import sql, wait_for
 
 ROUNDS = soak(8, 60)
 WORKFLOW_POINTS = ["workflow_before_advance", "workflow_before_step_event", "workflow_after_step_event",
@@ -47,27 +44,6 @@ POINTS = [*WORKFLOW_POINTS, *ENGINE_POINTS, "random"]
 ENV = {"WORKER_THREADS": "4", "DB_POOL_SIZE": "4", "HTTP_THREADS": "2"}
 TERMINAL = ("completed", "failed", "cancelled")
 
-_STARTED: list[AppProcess] = []
-
-
-@pytest.fixture(autouse=True)
-def _kill_what_we_started():
-    yield
-    while _STARTED:
-        _STARTED.pop().kill()
-
-
-def _start(db_url: str, tmp_path, index: int, env: dict[str, str]) -> AppProcess:
-    """Start an app; dying at its crash point before it reported healthy is an expected outcome."""
-    app = AppProcess(ROOT, db_url, tmp_path / f"round{index}", free_port(), {**ENV, **env})
-    _STARTED.append(app)
-    try:
-        app.start()
-    except AssertionError as exc:
-        if app.proc is None or app.proc.poll() != 137:
-            raise AssertionError(f"{exc}\n--- its output:\n{app.log_text()[-4000:]}") from None
-    return app
-
 
 def _steps(db_url: str, workflow_id: str) -> list[tuple]:
     rows = sql(db_url, """SELECT step, kind, name, compensation, state, result FROM workflow_steps
@@ -76,7 +52,7 @@ def _steps(db_url: str, workflow_id: str) -> list[tuple]:
 
 
 def test_kill_9_at_every_step_boundary_over_random_rounds_does_each_step_once_with_the_uninterrupted_result(
-        db_url, tmp_path):
+        db_url, start_round):
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
@@ -121,12 +97,12 @@ def test_kill_9_at_every_step_boundary_over_random_rounds_does_each_step_once_wi
                     unsent.append(workflow_id)
             point = POINTS[index % len(POINTS)] if index < len(POINTS) else rng.choice(POINTS)
             if point == "random":
-                app = _start(db_url, tmp_path, index, {})
+                app = start_round(db_url, index, ENV)
                 time.sleep(rng.uniform(0.0, 2.0))  # a random moment, not a synchronisation
                 app.kill()
                 outcomes["random kill"] = outcomes.get("random kill", 0) + 1
                 continue
-            app = _start(db_url, tmp_path, index, {"PUNCTUAL_CRASH_AT": point,
+            app = start_round(db_url, index, ENV | {"PUNCTUAL_CRASH_AT": point,
                                                     "PUNCTUAL_CRASH_AFTER": str(rng.randint(1, 4))})
             try:
                 wait_for(lambda: app.proc.poll() is not None, 15, 0.05, f"the app to die at {point}")
@@ -149,7 +125,7 @@ def test_kill_9_at_every_step_boundary_over_random_rounds_does_each_step_once_wi
         db.close()
     assert all(outcomes.get(p, 0) for p in WORKFLOW_POINTS + ENGINE_POINTS), (outcomes, seed)
 
-    final = _start(db_url, tmp_path, ROUNDS, {})
+    final = start_round(db_url, ROUNDS, ENV)
     total = 2 * len(inputs)
     wait_for(lambda: count(db_url, "SELECT count(*) AS n FROM workflows WHERE state IN %s", (TERMINAL,)) == total,
              90, 0.2, f"every workflow to end (seed {seed})")
