@@ -204,12 +204,13 @@ def get_event(db: Database, event_id: int, with_history: bool = True) -> dict[st
 def history_entries(rows: list[dict[str, Any]], event: dict[str, Any]) -> list[dict[str, Any]]:
     """The event's state changes, oldest first, from its history rows: an attempt's row (written at its end,
     with when it started) stands for two changes, into 'running' and out of it, and the attempt running now has
-    no row yet, so it is read from the event. Rows written before migration 0011 hold their 'running' entries
-    themselves."""
+    no row yet, so it is read from the event. A 'running' entry already told is not told twice: rows written
+    before migration 0011, and an event inserted as running by SQL, hold it themselves."""
     entries: list[dict[str, Any]] = []
     for row in rows:
         started_at = row.pop("started_at")
-        if started_at is not None:
+        if started_at is not None and not (entries and entries[-1]["state"] == "running"
+                                           and entries[-1]["attempt"] == row["attempt"]):
             entries.append({"state": "running", "attempt": row["attempt"], "at": started_at,
                             "worker": row["worker"], "error": None, "note": None})
         entries.append(row)

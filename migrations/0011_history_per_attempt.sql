@@ -16,17 +16,20 @@ BEGIN
     -- Rows whose state or time changed; a lease extension or a payload edit changes neither.
     WITH changed AS MATERIALIZED (
         SELECT n.id, n.callback_id, n.state, n.attempts, n.worker, n.last_error, n.result, n.scheduled_for,
-               n.finished_at, n.source, n.started_at, o.state AS was, o.state IS DISTINCT FROM n.state AS moved
+               n.finished_at, n.source, n.started_at, o.state = 'running' AND n.attempts >= o.attempts AS attempt_ended,
+               o.state IS DISTINCT FROM n.state AS moved
         FROM new_rows n JOIN old_rows o USING (id)
         WHERE o.state IS DISTINCT FROM n.state OR o.scheduled_for IS DISTINCT FROM n.scheduled_for
     ), history AS (
         -- An attempt that ended (with its start), a move made from outside, or a scheduled event given another
         -- time (a reschedule through the API or SQL). A claim writes nothing: its attempt's row comes at its end.
+        -- A claim given back before its attempt began (a shutdown's release, uncounted: attempts goes back down)
+        -- was no attempt: its row says it was given back, without a start.
         INSERT INTO event_history (event_id, state, attempt, worker, error, note, started_at)
         SELECT id, state, attempts, worker, CASE WHEN state IN ('scheduled', 'failed') THEN last_error END,
                CASE WHEN NOT moved THEN 'rescheduled to '
                     || to_char(scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END,
-               CASE WHEN was = 'running' THEN started_at END
+               CASE WHEN attempt_ended THEN started_at END
         FROM changed WHERE (moved AND state <> 'running') OR (NOT moved AND state = 'scheduled') ORDER BY id
     ), outboxed AS (
         INSERT INTO outbox (event_id, body)
