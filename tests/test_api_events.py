@@ -217,6 +217,42 @@ def test_get_answers_the_event_with_its_history_oldest_first(client, db_url):
     assert_error(client.get("/events/abc"), 404)
 
 
+def test_a_claim_writes_no_history_row_and_the_attempts_end_writes_one_that_tells_its_start(client, db_url):
+    event = create(client)
+    claim = """UPDATE events SET state = 'running', attempts = attempts + 1, worker = 'w:1',
+                      started_at = clock_timestamp(), lease_until = now() + interval '1 minute'
+               WHERE id = %s RETURNING started_at"""
+    started_at = sql(db_url, claim, (event["id"],))[0]["started_at"]
+    rows = "SELECT state, attempt, started_at FROM event_history WHERE event_id = %s ORDER BY id"
+    assert [r["state"] for r in sql(db_url, rows, (event["id"],))] == ["scheduled"]
+    # While it runs, the story reads the running attempt from the event itself.
+    running = client.get(f"/events/{event['id']}").json["history"]
+    assert [(h["state"], h["attempt"], h["worker"]) for h in running] == [("scheduled", 0, None), ("running", 1, "w:1")]
+    sql(db_url, "UPDATE events SET state = 'finished', finished_at = now(), lease_until = NULL WHERE id = %s",
+        (event["id"],))
+    assert [(r["state"], r["attempt"], r["started_at"]) for r in sql(db_url, rows, (event["id"],))] == [
+        ("scheduled", 0, None), ("finished", 1, started_at)]
+    story = client.get(f"/events/{event['id']}").json["history"]
+    assert [(h["state"], h["attempt"], h["worker"]) for h in story] == [
+        ("scheduled", 0, None), ("running", 1, "w:1"), ("finished", 1, "w:1")]
+    assert story[1]["at"] <= story[2]["at"]
+
+
+def test_history_rows_written_before_the_per_attempt_history_read_as_they_were(client, db_url):
+    """A database upgraded past migration 0011 keeps its 'running' rows; an attempt that began before the upgrade
+    and ended after it is told once, not twice."""
+    event = create(client)
+    sql(db_url, """INSERT INTO event_history (event_id, state, attempt, worker, at)
+                   VALUES (%s, 'running', 1, 'old:1', now()), (%s, 'finished', 1, 'old:1', now())""",
+        (event["id"], event["id"]))
+    sql(db_url, """INSERT INTO event_history (event_id, state, attempt, worker, at, started_at)
+                   VALUES (%s, 'running', 2, 'old:1', now(), NULL),
+                          (%s, 'finished', 2, 'old:1', now(), now())""", (event["id"], event["id"]))
+    story = client.get(f"/events/{event['id']}").json["history"]
+    assert [(h["state"], h["attempt"]) for h in story] == [
+        ("scheduled", 0), ("running", 1), ("finished", 1), ("running", 2), ("finished", 2)]
+
+
 # -- edit, cancel, delete -----------------------------------------------------------------
 
 def test_put_and_patch_reschedule_and_edit_a_scheduled_event(client, db_url):
