@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -28,6 +29,52 @@ _SESSION_OPTIONS = "-c timezone=UTC -c lock_timeout=5000 -c statement_timeout=60
 
 # Errors that mean "the database is not reachable right now", as opposed to a bad statement.
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class Prepared:
+    """A statement PostgreSQL parses and plans once per connection (PREPARE), then only executes: for the statements
+    every single event waits on (its insert, its claim by id), where planning was a third of the claim's time
+    (0.36 of 0.95 ms measured) and a fifth of the insert's. Only for statements whose best plan does not depend on
+    their values: a claim of everything due keeps being planned for each backlog.
+
+    Written with psycopg2's placeholders, %(name)s or %s, as the unprepared statement would be; each connection
+    prepares it on first use (a prepared statement belongs to its session and survives rollbacks; a reconnect is
+    a new connection, which prepares it again)."""
+
+    _done: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.name = name
+        self.keys: list[str] = []
+        count = 0
+
+        def number(match: re.Match[str]) -> str:
+            nonlocal count
+            if match.group(1) is None:  # %s: positional, in order
+                count += 1
+                return f"${count}"
+            if match.group(1) not in self.keys:
+                self.keys.append(match.group(1))
+            return f"${self.keys.index(match.group(1)) + 1}"
+
+        text = re.sub(r"%(?:\((\w+)\))?s", number, sql).replace("%%", "%")
+        self.arity = len(self.keys) or count
+        self._prepare = f"PREPARE {name} AS {text}"
+        self._execute = f"EXECUTE {name} ({', '.join(['%s'] * self.arity)})" if self.arity else f"EXECUTE {name}"
+
+    def execute(self, cur: Any, params: Optional[Mapping[str, Any] | Sequence[Any]]) -> None:
+        """Run it on `cur` (in the caller's transaction), preparing it first on a connection that has not yet."""
+        with self._lock:
+            done = self._done.setdefault(cur.connection, set())
+        if self.name not in done:
+            cur.execute(self._prepare)
+            done.add(self.name)
+        if isinstance(params, Mapping):
+            values: Sequence[Any] = [params[key] for key in self.keys]
+        else:
+            values = list(params or ())
+        cur.execute(self._execute, values)
 
 
 _URL_PASSWORD = re.compile(r"([\w.%+~-]+:)[^@\s/?#]*@")  # user:password@ (also in a malformed URL)
@@ -228,13 +275,16 @@ class Database:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else []
 
-    def typed(self, sql: str, params: Any, into: Callable[..., T]) -> list[T]:
+    def typed(self, sql: "str | Prepared", params: Any, into: Callable[..., T]) -> list[T]:
         """Run one statement as its own transaction and build `into(*row)` from each row, in the order of
         the SELECT (or RETURNING) list: typed rows for the engine, made straight from tuples (no dict)."""
         with self.transaction(autocommit=True) as cur:
             plain = cur.connection.cursor()
             try:
-                plain.execute(sql, params)
+                if isinstance(sql, Prepared):
+                    sql.execute(plain, params)
+                else:
+                    plain.execute(sql, params)
                 return [into(*row) for row in plain.fetchall()] if plain.description else []
             finally:
                 plain.close()

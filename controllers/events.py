@@ -9,7 +9,7 @@ import psycopg2.errors
 from psycopg2.extras import Json
 
 import audit
-from db import Database, DictCursor
+from db import Database, DictCursor, Prepared
 from errors import Conflict, Invalid, NotFound
 from schemas import EventCreate, EventQuery, EventUpdate
 
@@ -71,6 +71,8 @@ _INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority,
               ORDER BY v.n
               ON CONFLICT (idempotency_key) DO NOTHING
               RETURNING callback_id, {", ".join(_COLUMNS)}"""
+# Prepared: every creation runs it, one event or a batch, and its plan does not depend on the arrays' contents.
+_INSERT_PREPARED = Prepared("punctual_insert_events", _INSERT)
 
 
 def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> list[tuple[dict[str, Any], bool]]:
@@ -104,7 +106,7 @@ def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> lis
     )
     plain = cur.connection.cursor()
     try:
-        plain.execute(_INSERT, params)
+        _INSERT_PREPARED.execute(plain, params)
         inserted = [_event_row(values, names) for values in plain.fetchall()]
     finally:
         plain.close()

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from psycopg2.extras import execute_values
 
-from db import Database
+from db import Database, Prepared
 
 
 @dataclass(slots=True)
@@ -83,9 +83,9 @@ _RETURNING = """e.id, e.payload, e.attempts, e.max_attempts, e.scheduled_for, e.
                 c.signing_secret, e.schedule_id"""
 
 # What a claim sets, by either road (claim_due, claim_ids): the attempt, its holder and its lease.
-_CLAIM = """SET state = 'running', attempts = e.attempts + 1, worker = %(worker)s,
+_CLAIM = """SET state = 'running', attempts = e.attempts + 1, worker = %(worker)s::text,
                    started_at = clock_timestamp(), updated_at = clock_timestamp(),
-                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %(grace)s)"""
+                   lease_until = clock_timestamp() + make_interval(secs => c.timeout_seconds + %(grace)s::float8)"""
 
 
 def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
@@ -133,21 +133,23 @@ def claim_due(db: Database, worker: str, limit: int, lease_grace: float,
     )
 
 
+# Prepared: the claim of a few new events by id is on every single event's way to its start, and its plan (a
+# primary-key lookup) does not depend on the ids.
+_CLAIM_IDS = Prepared("punctual_claim_ids", f"""
+    UPDATE events e
+       {_CLAIM}
+      FROM callbacks c
+     WHERE c.id = e.callback_id AND c.kind <> 'manual' AND e.id IN (
+           SELECT id FROM events WHERE id = ANY(%(ids)s::bigint[])
+              AND state = 'scheduled' AND scheduled_for <= now()
+           ORDER BY priority DESC, scheduled_for, id FOR UPDATE SKIP LOCKED)
+    RETURNING {_RETURNING}""")
+
+
 def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> list[Claimed]:
     """Claim these events, if they are still scheduled and due (by the database's clock) and not
     manual, under a lease. Rows another transaction holds are skipped, not waited for."""
-    return db.typed(
-        f"""UPDATE events e
-               {_CLAIM}
-              FROM callbacks c
-             WHERE c.id = e.callback_id AND c.kind <> 'manual' AND e.id IN (
-                   SELECT id FROM events WHERE id = ANY(%(ids)s::bigint[])
-                      AND state = 'scheduled' AND scheduled_for <= now()
-                   ORDER BY priority DESC, scheduled_for, id FOR UPDATE SKIP LOCKED)
-            RETURNING {_RETURNING}""",
-        {"worker": worker, "grace": lease_grace, "ids": ids},
-        Claimed,
-    )
+    return db.typed(_CLAIM_IDS, {"worker": worker, "grace": float(lease_grace), "ids": ids}, Claimed)
 
 
 def retry_delay(attempt: int, base: float, cap: float) -> float:
