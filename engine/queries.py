@@ -172,30 +172,6 @@ class Outcome:
     started: float | None = None  # when a worker began it (epoch seconds); the claim may be earlier
 
 
-# Prepared: at a steady rate most batches hold one outcome, and planning was a large share of such a statement; its
-# plan (the events found by id from the arrays) does not depend on the values.
-_RECORD_OUTCOMES = Prepared("punctual_record_outcomes", """UPDATE events e SET
-       state = CASE WHEN v.ok THEN 'finished'
-                    WHEN e.attempts >= e.max_attempts THEN 'failed'
-                    ELSE 'scheduled' END,
-       result = CASE WHEN v.ok THEN v.result::jsonb ELSE e.result END,
-       last_error = CASE WHEN v.ok THEN NULL ELSE v.error END,
-       scheduled_for = CASE WHEN NOT v.ok AND e.attempts < e.max_attempts
-                            THEN clock_timestamp() + make_interval(secs => v.delay)
-                            ELSE e.scheduled_for END,
-       finished_at = CASE WHEN v.ok OR e.attempts >= e.max_attempts THEN clock_timestamp() END,
-       started_at = COALESCE(to_timestamp(v.started), e.started_at),
-       lease_until = NULL,
-       updated_at = clock_timestamp()
-   FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::boolean[], %(results)s::text[],
-               %(errors)s::text[], %(delays)s::float8[], %(started)s::float8[])
-        AS v(id, attempt, ok, result, error, delay, started), callbacks c
-   WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = %(worker)s
-     AND c.id = e.callback_id
-   RETURNING e.id, c.name AS callback, e.attempts, e.state, e.last_error, e.finished_at,
-             e.scheduled_for AS next_run""")
-
-
 def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[Recorded]:
     """Write many outcomes in one statement: finished, scheduled again after backoff, or failed.
 
@@ -207,7 +183,26 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
     if not outcomes:
         return []
     return db.typed(
-        _RECORD_OUTCOMES,
+        """UPDATE events e SET
+               state = CASE WHEN v.ok THEN 'finished'
+                            WHEN e.attempts >= e.max_attempts THEN 'failed'
+                            ELSE 'scheduled' END,
+               result = CASE WHEN v.ok THEN v.result::jsonb ELSE e.result END,
+               last_error = CASE WHEN v.ok THEN NULL ELSE v.error END,
+               scheduled_for = CASE WHEN NOT v.ok AND e.attempts < e.max_attempts
+                                    THEN clock_timestamp() + make_interval(secs => v.delay)
+                                    ELSE e.scheduled_for END,
+               finished_at = CASE WHEN v.ok OR e.attempts >= e.max_attempts THEN clock_timestamp() END,
+               started_at = COALESCE(to_timestamp(v.started), e.started_at),
+               lease_until = NULL,
+               updated_at = clock_timestamp()
+           FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::boolean[], %(results)s::text[],
+                       %(errors)s::text[], %(delays)s::float8[], %(started)s::float8[])
+                AS v(id, attempt, ok, result, error, delay, started), callbacks c
+           WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = %(worker)s
+             AND c.id = e.callback_id
+           RETURNING e.id, c.name AS callback, e.attempts, e.state, e.last_error, e.finished_at,
+                     e.scheduled_for AS next_run""",
         {"ids": [o.event_id for o in outcomes], "attempts": [o.attempt for o in outcomes],
          "ok": [o.ok for o in outcomes],
          "results": [json.dumps(o.result) if o.ok else None for o in outcomes],
