@@ -261,8 +261,8 @@ class Collector:
             try:
                 with conn.cursor() as cur:
                     cur.execute(
-                        """SELECT e.id, extract(epoch FROM e.created_at), extract(epoch FROM e.started_at), extract(epoch FROM e.finished_at), c.name, e.attempts,
-                                  e.state
+                        """SELECT e.id, extract(epoch FROM e.created_at), extract(epoch FROM e.started_at),
+                                  extract(epoch FROM e.finished_at), c.name, e.attempts, e.state
                            FROM events e JOIN callbacks c ON c.id = e.callback_id
                            WHERE e.state IN ('finished', 'failed', 'cancelled') AND e.finished_at >= to_timestamp(%s)""",
                         (self._since - self.OVERLAP,))

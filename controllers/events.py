@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import psycopg2.errors
 from psycopg2.extras import Json
@@ -209,17 +209,19 @@ def history_entries(rows: list[dict[str, Any]], event: dict[str, Any]) -> list[d
     no row yet, so it is read from the event. A 'running' entry already told is not told twice: rows written
     before migration 0011, and an event inserted as running by SQL, hold it themselves."""
     entries: list[dict[str, Any]] = []
+
+    def started(attempt: int, at: Any, worker: Optional[str]) -> None:
+        if not (entries and entries[-1]["state"] == "running" and entries[-1]["attempt"] == attempt):
+            entries.append({"state": "running", "attempt": attempt, "at": at, "worker": worker, "error": None,
+                            "note": None})
+
     for row in rows:
         started_at = row.pop("started_at")
-        if started_at is not None and not (entries and entries[-1]["state"] == "running"
-                                           and entries[-1]["attempt"] == row["attempt"]):
-            entries.append({"state": "running", "attempt": row["attempt"], "at": started_at,
-                            "worker": row["worker"], "error": None, "note": None})
+        if started_at is not None:
+            started(row["attempt"], started_at, row["worker"])
         entries.append(row)
-    if event["state"] == "running" and not (entries and entries[-1]["state"] == "running"
-                                            and entries[-1]["attempt"] == event["attempts"]):
-        entries.append({"state": "running", "attempt": event["attempts"], "at": event["started_at"],
-                        "worker": event["worker"], "error": None, "note": None})
+    if event["state"] == "running":
+        started(event["attempts"], event["started_at"], event["worker"])
     return entries
 
 

@@ -149,7 +149,7 @@ _CLAIM_IDS = Prepared("punctual_claim_ids", f"""
 def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> list[Claimed]:
     """Claim these events, if they are still scheduled and due (by the database's clock) and not
     manual, under a lease. Rows another transaction holds are skipped, not waited for."""
-    return db.typed(_CLAIM_IDS, {"worker": worker, "grace": float(lease_grace), "ids": ids}, Claimed)
+    return db.typed(_CLAIM_IDS, {"worker": worker, "grace": lease_grace, "ids": ids}, Claimed)
 
 
 def retry_delay(attempt: int, base: float, cap: float) -> float:
