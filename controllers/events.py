@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Protocol, Sequence
 
 import psycopg2.errors
 from psycopg2.extras import Json
@@ -161,8 +161,21 @@ def _event_row(values: tuple[Any, ...], names: dict[int, str]) -> dict[str, Any]
     return row
 
 
-def create_events(db: Database, items: list[EventCreate], source: str = "api") -> list[tuple[dict[str, Any], bool]]:
-    """Create events in one statement: all of them or none. Returns (event, created) pairs.
+class Starter(Protocol):
+    """The local engine's offer to claim new events in the transaction that creates them, and to start them
+    once it commits (engine.dispatcher.Dispatcher.claim_created says when and why)."""
+
+    def claim_created(self, cur: Any, ids: list[int]) -> Sequence[Any]: ...
+
+    def hand_over(self, rows: Any) -> None: ...
+
+    def withdraw(self, rows: Any) -> None: ...
+
+
+def create_events(db: Database, items: list[EventCreate], source: str = "api",
+                  starter: Optional[Starter] = None) -> list[tuple[dict[str, Any], bool]]:
+    """Create events in one statement: all of them or none. Returns (event, created) pairs, each event as it
+    was created (a due one may be running by the time the answer arrives).
 
     Their audit lines are written inside the transaction, before it commits: an instance may claim a due event
     the moment the insert commits (its notification wakes the dispatcher) and write its `attempt_started` line,
@@ -172,21 +185,42 @@ def create_events(db: Database, items: list[EventCreate], source: str = "api") -
     key, answered like any unknown callback.
     """
     try:
+        result, claimed = _insert_and_claim(db, items, source, starter)
+    except psycopg2.errors.ForeignKeyViolation:
+        # A callback was deleted between our lookup and the insert (its DELETE committed while the
+        # insert waited on the row): to the client it is simply unknown now.
+        raise Invalid("a callback named in the request was deleted meanwhile", {"field": "callback"}) from None
+    if starter is not None and claimed:
+        starter.hand_over(claimed)
+    return result
+
+
+def _insert_and_claim(db: Database, items: list[EventCreate], source: str,
+                      starter: Optional[Starter]) -> tuple[list[tuple[dict[str, Any], bool]], Sequence[Any]]:
+    """One transaction: the events, their audit lines, and what the starter claims of them (withdrawn if the
+    transaction does not commit)."""
+    claimed: Sequence[Any] = ()
+    try:
         with db.transaction() as cur:
             result = insert_events(cur, items, source)
             with audit.batch():
                 for event, created in result:
                     if created:
                         audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"])
-    except psycopg2.errors.ForeignKeyViolation:
-        # A callback was deleted between our lookup and the insert (its DELETE committed while the
-        # insert waited on the row): to the client it is simply unknown now.
-        raise Invalid("a callback named in the request was deleted meanwhile", {"field": "callback"}) from None
-    return result
+            fresh = [event["id"] for event, created in result if created]
+            if starter is not None and fresh:
+                # After the audit lines: an attempt's `attempt_started` line always follows its event's creation.
+                claimed = starter.claim_created(cur, fresh)
+    except BaseException:
+        if starter is not None and claimed:
+            starter.withdraw(claimed)
+        raise
+    return result, claimed
 
 
-def create_event(db: Database, item: EventCreate, source: str = "api") -> tuple[dict[str, Any], bool]:
-    return create_events(db, [item], source)[0]
+def create_event(db: Database, item: EventCreate, source: str = "api",
+                 starter: Optional[Starter] = None) -> tuple[dict[str, Any], bool]:
+    return create_events(db, [item], source, starter)[0]
 
 
 def get_event(db: Database, event_id: int, with_history: bool = True) -> dict[str, Any]:

@@ -98,6 +98,12 @@ class Engine:
         self.started = True
         log.info("engine started as %s", self.settings.instance_name)
 
+    @property
+    def starter(self) -> Dispatcher:
+        """What the API hands the events it creates to, to claim them in their own transaction and start them when
+        it commits (Dispatcher.claim_created)."""
+        return self.dispatcher
+
     def wake(self) -> None:
         """Something may be due now (e.g. events just made from Kafka): claim it."""
         self._claim_due()

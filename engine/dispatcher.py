@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import audit
 from config import Settings
@@ -49,6 +50,10 @@ class Dispatcher(Role):
         self._hinted: list[int] = []  # ids the listener saw become due, to claim by id (see offer)
         self._general = False  # woken for a claim of everything due (not only for offered ids)
         self._hinted_lock = threading.Lock()
+        # Attempts claimed in the transaction that created their events (claim_created), committed, to start here;
+        # and how many such claims are under way or handed over but not yet started: they count as held.
+        self._handed: list[Claimed] = []
+        self._reserved = 0
         # The last claim of everything due stopped before it ran out of due events: at this instance's capacity,
         # at the completer's backlog, or at the cap of a slow callback. Only then does a freed slot call for a
         # claim (see freed).
@@ -68,6 +73,59 @@ class Dispatcher(Role):
         with self._hinted_lock:
             self._hinted.extend(ids)
         super().wake()
+
+    def claim_created(self, cur: Any, ids: list[int]) -> list[Claimed]:
+        """Claim new events in the transaction that creates them (`cur`), when this instance is idle enough to
+        start them at once. The caller commits, then hands them over (hand_over); if its transaction fails, it
+        withdraws them (withdraw): rolled back, they were never claimed.
+
+        Why: an idle instance claims a new due event by id the moment its notification comes (see offer), so
+        claiming it in its own transaction changes nothing of who runs it or in which order; it only saves the
+        wait for the notification and the claim's own statement and commit (W3 in bench/RESULTS.md). The claim
+        is the same statement (due by the database's clock, not manual, SKIP LOCKED); what it does not take goes
+        the ordinary way, by its notification.
+        """
+        if not self.claiming or self.stopping:
+            return []
+        with self._hinted_lock:
+            self._reserved += len(ids)
+        claimed: list[Claimed] = []
+        try:
+            if self._few_and_idle(len(ids), reserved=True):
+                claimed = queries.claim_ids_in(cur, self.worker, ids, self.settings.lease_grace_seconds)
+        finally:
+            with self._hinted_lock:
+                self._reserved -= len(ids) - len(claimed)
+        return claimed
+
+    def hand_over(self, rows: list[Claimed]) -> None:
+        """Attempts of claim_created, committed: started like this role's own claims, the inline ones (pure and
+        quick, see _run_inline) right here, in the creating request's thread, before it answers. Why here: handed
+        to another thread, an attempt waited for the interpreter until the request had written its answer (W3).
+        The others go to the worker pool through this role's thread. Once a stop has begun they are given back
+        uncounted, like any claimed attempt that had not started."""
+        inline = [row for row in rows if Kinds.runs_inline(row.kind, row.target)]
+        pooled = [row for row in rows if not Kinds.runs_inline(row.kind, row.target)]
+        with self._hinted_lock:
+            claiming = self.claiming
+            if claiming:
+                self._handed.extend(pooled)
+                self._reserved -= len(inline)
+            else:
+                self._reserved -= len(rows)
+        if not claiming:
+            self.runner.give_back(rows, "released: instance shutting down before the attempt started")
+            return
+        if pooled:
+            super().wake()
+        if inline:
+            self._audit_started(inline)
+            self._run_inline(inline)
+
+    def withdraw(self, rows: list[Claimed]) -> None:
+        """The transaction of claim_created rolled back: its claims never were."""
+        with self._hinted_lock:
+            self._reserved -= len(rows)
 
     def wake(self) -> None:
         """Claim everything due now (something is, or may be, due)."""
@@ -89,8 +147,13 @@ class Dispatcher(Role):
         with self._hinted_lock:
             hinted, self._hinted = self._hinted, []
             general, self._general = self._general, False
+            handed, self._handed = self._handed, []
+            self._reserved -= len(handed)
+        if handed:
+            self._accept(handed)
         if not hinted:
-            general = True  # the period ran out, or a wake asked for it
+            # The period ran out, or a wake asked for it; a hand-over alone asks for no claim of everything due.
+            general = general or not handed
         elif self.claiming and self._few_and_idle(len(hinted)):
             claimed = queries.claim_ids(self.db, self.worker, hinted, self.settings.lease_grace_seconds)
             if claimed:
@@ -105,9 +168,12 @@ class Dispatcher(Role):
         if general:
             self._claim_available()
 
-    def _few_and_idle(self, count: int) -> bool:
-        return count <= max(1, self.settings.worker_threads // 2) and \
-            len(self.inflight) + count <= self.settings.worker_threads and not self._throttled()
+    def _few_and_idle(self, count: int, reserved: bool = False) -> bool:
+        """`count` new attempts are few, and fit among this instance's free workers with what it holds and what is
+        being claimed at creation (`reserved`: `count` is already among those)."""
+        held = len(self.inflight) + self._reserved + (0 if reserved else count)
+        return count <= max(1, self.settings.worker_threads // 2) and held <= self.settings.worker_threads \
+            and not self._throttled()
 
     def _throttled(self) -> bool:
         # Inline attempts finish faster than outcomes are written: claim more once the completer catches up
@@ -125,7 +191,7 @@ class Dispatcher(Role):
                 if self._full():
                     return
                 self._held_back = False
-            limit = min(self.pace.capacity - len(self.inflight), self.settings.claim_batch)
+            limit = min(self.pace.capacity - len(self.inflight) - self._reserved, self.settings.claim_batch)
             # Callbacks known to be quick may take every worker; the others (slow, or not yet seen finishing)
             # hold at most half of them, so a burst of slow webhooks cannot make everything else wait.
             quick = self.pace.quick()
@@ -150,13 +216,16 @@ class Dispatcher(Role):
     def _full(self) -> bool:
         """No slot free for another claim: every attempt this instance may hold is held, or the completer is
         behind."""
-        return self.pace.capacity - len(self.inflight) <= 0 or self._throttled()
+        return self.pace.capacity - len(self.inflight) - self._reserved <= 0 or self._throttled()
 
-    def _accept(self, rows: list[Claimed]) -> None:
+    def _audit_started(self, rows: list[Claimed]) -> None:
         with audit.batch():
             for row in rows:
                 audit.record("attempt_started", row, worker=self.worker, scheduled_for=row.scheduled_for,
                              started_at=row.started_at)
+
+    def _accept(self, rows: list[Claimed]) -> None:
+        self._audit_started(rows)
         inline: list[Claimed] = []
         pooled: list[Claimed] = []
         for row in rows:
@@ -188,8 +257,12 @@ class Dispatcher(Role):
         if not self.claiming:
             return
         self.log.info("dispatcher stopping: no new claims or starts, %d attempts in flight", len(self.inflight))
-        self.claiming = False
+        with self._hinted_lock:  # from here on, hand_over gives back instead of queueing (see there)
+            self.claiming = False
         self.stop(timeout=10)
-        self.runner.give_back(self.pool.drain_queued(), "released: instance shutting down before the attempt "
-                                                        "started")
+        with self._hinted_lock:
+            handed, self._handed = self._handed, []
+            self._reserved -= len(handed)
+        self.runner.give_back(handed + self.pool.drain_queued(), "released: instance shutting down before the "
+                                                                 "attempt started")
 

@@ -152,6 +152,17 @@ def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> 
     return db.typed(_CLAIM_IDS, {"worker": worker, "grace": lease_grace, "ids": ids}, Claimed)
 
 
+def claim_ids_in(cur: Any, worker: str, ids: list[int], lease_grace: float) -> list[Claimed]:
+    """claim_ids in the caller's transaction (`cur`): the claim commits, or rolls back, with what the caller
+    wrote before it (the creation of these very events, see Dispatcher.claim_created)."""
+    plain = cur.connection.cursor()
+    try:
+        _CLAIM_IDS.execute(plain, {"worker": worker, "grace": lease_grace, "ids": ids})
+        return [Claimed(*row) for row in plain.fetchall()]
+    finally:
+        plain.close()
+
+
 def retry_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter in its upper half: retries of a burst spread out."""
     ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))

@@ -31,7 +31,8 @@ def list_events(query: EventQuery):
 @bp.post("/events", responses={200: Event, 201: Event}, security=needs("write"))
 def create_event(body: EventCreate):
     """Schedule one event. A repeated idempotency_key answers 200 with the first event."""
-    event, created = events.create_event(services().db, body)
+    s = services()
+    event, created = events.create_event(s.db, body, starter=s.engine.starter if s.engine else None)
     if created:
         return answer(event, 201, Location=f"/events/{event['id']}")
     return answer(event, 200, **{"Idempotent-Replayed": "true"})
@@ -41,7 +42,8 @@ def create_event(body: EventCreate):
 def create_batch(body: EventBatch):
     """Schedule many events in one transaction: all or none. With `Prefer: return=minimal` the answer is their
     ids only, in the order sent (`{"ids": [...]}`), and says so in `Preference-Applied`."""
-    result = events.create_events(services().db, body.events)
+    s = services()
+    result = events.create_events(s.db, body.events, starter=s.engine.starter if s.engine else None)
     if _prefers_minimal(request.headers.get("Prefer", "")):
         return answer({"ids": [event["id"] for event, _ in result]}, 201, **{"Preference-Applied": "return=minimal"})
     return answer({"events": [event for event, _ in result]}, 201)

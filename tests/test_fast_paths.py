@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import select
+import threading
 import time
 from typing import Any
 
@@ -98,6 +99,77 @@ def test_an_idle_instance_claims_a_new_due_event_from_its_notification_without_t
                 assert time.monotonic() - began < 2
                 assert done["result"] == expected and done["worker"] == eng.settings.instance_name
                 assert history_per_event(db_url)[event_id] == [("scheduled", 0), ("running", 1), ("finished", 1)]
+
+
+def test_an_idle_instance_starts_what_its_api_creates_without_waiting_for_any_notification(
+        db, settings, db_url, log_dir):
+    from app import create_app
+
+    make_callback(db_url, "Pooled", "thread_pooled")
+    make_callback(db_url, "Inline", "thread_inline")
+    with running_engine(db, settings, sweep_seconds=60) as eng:
+        # No listener, no timer, no claim of everything due: only the claim made in the creating transaction
+        # can start these events within the minute.
+        eng.listener.stop()
+        eng.dispatcher.wake = eng.scheduler._on_due = lambda: None
+        client = create_app(eng.settings, db, eng, eng.metrics).test_client()
+        single = client.post("/events", json={"callback": "Addition", "payload": {"x": 3, "y": 4}})
+        batch = client.post("/events/batch", json={"events": [{"callback": "Pooled"},
+                                                        {"callback": "Addition", "payload": {"x": 1, "y": 2}}]})
+        later = client.post("/events", json={"callback": "Addition", "scheduled_for": "2999-01-01T00:00:00Z"})
+        inline = client.post("/events", json={"callback": "Inline"})
+        assert single.status_code == batch.status_code == later.status_code == inline.status_code == 201
+        assert single.json["state"] == "scheduled"  # the event as created
+        ids = [single.json["id"]] + [e["id"] for e in batch.json["events"]] + [inline.json["id"]]
+        done = wait_for(lambda: (rows := sql(db_url, "SELECT id, state, result, worker FROM events WHERE id = ANY(%s)",
+                                             (ids,))) and all(r["state"] == "finished" for r in rows) and rows,
+                        timeout=5, message="the new events to finish")
+        # The inline handler ran in the creating request's thread (here, the test client's), before the answer.
+        assert {r["id"]: r["result"] for r in done} == {ids[0]: 7, ids[1]: "punctual-worker", ids[2]: 3,
+                                                        ids[3]: threading.current_thread().name}
+        assert {r["worker"] for r in done} == {eng.settings.instance_name}
+        # A future event is not claimed early; nothing is left reserved.
+        assert sql(db_url, "SELECT state FROM events WHERE id = %s", (later.json["id"],))[0]["state"] == "scheduled"
+        assert eng.dispatcher._reserved == 0
+    # The same trail as the ordinary path: created, then one attempt, audited in that order.
+    for event_id in ids:
+        assert history_per_event(db_url)[event_id] == [("scheduled", 0), ("running", 1), ("finished", 1)]
+    lines = [json.loads(line) for line in (log_dir / "events.log").read_text().splitlines()]
+    for event_id in ids:
+        actions = [line["action"] for line in lines if line.get("event_id") == event_id]
+        assert actions == ["event_created", "attempt_started", "attempt_succeeded"], actions
+
+
+def test_a_claim_made_at_creation_is_given_back_uncounted_if_the_instance_stops_before_starting_it(
+        db, settings, db_url):
+    from controllers.events import create_event
+    from schemas import EventCreate
+
+    with running_engine(db, settings, sweep_seconds=60) as eng:
+        eng.dispatcher.quiesce()  # the stop begins between the claim's commit and its hand-over
+        event, _ = create_event(db, EventCreate(callback="Addition", payload={"x": 1, "y": 1}),
+                                starter=_ClaimsThenStops(eng.dispatcher))
+    row = sql(db_url, "SELECT state, attempts, worker, last_error FROM events WHERE id = %s", (event["id"],))[0]
+    assert (row["state"], row["attempts"]) == ("scheduled", 0)
+    assert row["last_error"].startswith("released: instance shutting down")
+
+
+class _ClaimsThenStops:
+    """A starter whose claim is made as if the instance were still claiming, then handed to a stopped one."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+
+    def claim_created(self, cur: Any, ids: list[int]) -> Any:
+        from engine import queries
+
+        return queries.claim_ids_in(cur, self.dispatcher.worker, ids, 5)
+
+    def hand_over(self, rows: Any) -> None:
+        self.dispatcher.hand_over(rows)
+
+    def withdraw(self, rows: Any) -> None:
+        raise AssertionError("the creation committed")
 
 
 def test_a_claim_by_id_takes_nothing_another_instance_holds_or_that_is_not_due(db, db_url):
