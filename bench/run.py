@@ -38,6 +38,9 @@ import psycopg2.extensions
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # punctual.client, the way an application calls Punctual (W3)
+from punctual.client import Client, PunctualError  # noqa: E402 - after the path it is found on
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 NOTES_MARKER = "<!-- notes: everything below this line is kept when run.py rewrites this file -->"
 COMPARE_BEGIN = "<!-- compare:begin (written by bench/compare.py) -->"  # the same markers as bench/report.py
@@ -485,7 +488,8 @@ def w3_idle_latency(ctx: Context) -> dict[str, Any]:
 
     Issue 15 measures W3 for every system from the client's clock just before the create call to the handler's
     start (the peers in bench/peers.py the same way), so the HTTP request and the insert's commit count for
-    Punctual as the enqueue call counts for the peers. started_at is the worker's wall clock, on this machine.
+    Punctual as the enqueue call counts for the peers; the call is punctual.client's `create`, as each peer's is
+    its own client library's. started_at is the worker's wall clock, on this machine.
     Also kept: from the insert's 'scheduled' history row (written inside the insert, just before its commit:
     insert_p50_ms/insert_p99_ms, issue 5's "committed insert to start") and from created_at (the insert
     statement's start).
@@ -497,23 +501,28 @@ def w3_idle_latency(ctx: Context) -> dict[str, Any]:
         probe = Probe(url)
         profiler = Profiler(ctx, app, "W3")
         cpu = CpuMeter(app.proc.pid)
-        body = json.dumps({"callback": CALLBACK}).encode()
         request_ms: list[float] = []
         statuses: list[int] = []
         sent_at: dict[int, float] = {}  # event id -> the client's wall clock just before its create call
         local = threading.local()
 
         def send() -> None:
-            # One keep-alive session per sender thread: requests.Session is not thread-safe.
-            session = getattr(local, "session", None) or requests.Session()
-            local.session = session
+            # Through Punctual's own client, as an application would (punctual.client); one per sender thread, as
+            # each application thread would hold its own. Not retried: a failure is counted, not hidden.
+            client = getattr(local, "client", None) or Client(app.url, retries=0, timeout=60)
+            local.client = client
             wall, sent = time.time(), time.monotonic()
-            response = session.post(app.url + "/events", data=body, headers={"Content-Type": "application/json"},
-                                    timeout=60)
+            try:
+                event = client.create(CALLBACK)
+                status = 201
+            except PunctualError as exc:
+                event, status = None, exc.status
+            except ConnectionError:
+                event, status = None, 0
             request_ms.append((time.monotonic() - sent) * 1000)
-            statuses.append(response.status_code)
-            if response.status_code == 201:
-                sent_at[response.json()["id"]] = wall
+            statuses.append(status)
+            if event is not None:
+                sent_at[event["id"]] = wall
 
         # Each request leaves at its own tick, whether or not the previous one has been answered, so the
         # pace is one per interval even when a request takes longer than the interval.

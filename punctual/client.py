@@ -7,12 +7,17 @@
         ids = punctual.create_batch([{"callback": "noop", "payload": {}} for _ in range(1000)])
         run = punctual.start_workflow("trip", {"trip": "t1", "city": "Lisbon"}, id="trip-t1")
 
-Why it exists: what every caller otherwise writes again. One keep-alive session (a new TCP connection per
+Why it exists: what every caller otherwise writes again. Keep-alive connections (a new TCP connection per
 request costs more than the request); batches answered with ids only (`Prefer: return=minimal`); and retries
 where they are safe: a 503 (the database or the server is away for a moment) is retried after its Retry-After,
 a bounded number of times, since Punctual answers 503 only for work it did not do; a request whose answer was
 lost on the way (the connection dropped) is retried only when repeating it cannot make a second event: a read,
-or a creation with an idempotency_key or a workflow id.
+or a creation with an idempotency_key or a workflow id. Such a loss, once retries are spent or not allowed,
+raises PunctualUnreachable (a ConnectionError).
+
+Why urllib3 and not requests (which is built on it): a request through a requests.Session cost 1.1 ms more than
+the same request through urllib3's pool on the benchmark machine (bench/RESULTS.md, W3), for what this client does
+not use (cookies, redirects, hooks, proxies from the environment). orjson writes and reads the bodies.
 """
 from __future__ import annotations
 
@@ -21,9 +26,11 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Optional
 
-import requests
+import orjson
+import urllib3
+from urllib3.exceptions import HTTPError as TransportError
 
-__all__ = ["Client", "PunctualError"]
+__all__ = ["Client", "PunctualError", "PunctualUnreachable"]
 
 RETRYABLE_STATUS = 503
 MAX_RETRY_AFTER = 30.0  # a longer Retry-After than this is capped: the caller's own deadline matters more
@@ -40,16 +47,22 @@ class PunctualError(Exception):
         self.details = details or {}
 
 
+class PunctualUnreachable(ConnectionError):
+    """No answer came: the connection could not be made, dropped, or timed out (after the retries allowed)."""
+
+
 class Client:
     def __init__(self, url: str, token: Optional[str] = None, timeout: float = 30.0, retries: int = 5,
-                 backoff: float = 0.2, session: Optional[requests.Session] = None) -> None:
+                 backoff: float = 0.2, pool: Optional[urllib3.PoolManager] = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.session = session or requests.Session()
+        # urllib3's own retries and redirects are off: what may be repeated is decided in _call, per request.
+        self.pool = pool or urllib3.PoolManager(maxsize=4, retries=False, timeout=urllib3.Timeout(total=timeout))
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            self.headers["Authorization"] = f"Bearer {token}"
 
     def __enter__(self) -> Client:
         return self
@@ -58,7 +71,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self.session.close()
+        self.pool.clear()
 
     # -- events -------------------------------------------------------------------------------
 
@@ -107,24 +120,25 @@ class Client:
 
     def _call(self, method: str, path: str, body: Any = None, safe: bool = False,
               headers: Optional[dict[str, str]] = None) -> Any:
+        data = None if body is None else orjson.dumps(body)
+        sent = {**self.headers, **headers} if headers else self.headers
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = self.session.request(method, self.url + path, json=body, headers=headers,
-                                                timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout):
+                response = self.pool.request(method, self.url + path, body=data, headers=sent, redirect=False)
+            except TransportError as exc:
                 # The request may have been done and only its answer lost: repeat only what cannot double.
                 if not safe or attempt > self.retries:
-                    raise
+                    raise PunctualUnreachable(f"{method} {path}: no answer from {self.url} ({exc})") from exc
                 time.sleep(self.backoff * 2 ** (attempt - 1))
                 continue
-            if response.status_code == RETRYABLE_STATUS and attempt <= self.retries:
+            if response.status == RETRYABLE_STATUS and attempt <= self.retries:
                 time.sleep(_retry_after(response, self.backoff * 2 ** (attempt - 1)))
                 continue
-            if response.status_code >= 400:
+            if response.status >= 400:
                 raise _error(response)
-            return response.json() if response.content else None
+            return orjson.loads(response.data) if response.data else None
 
 
 def _event(callback: str | int, payload: Optional[Mapping[str, Any]], scheduled_for: Optional[datetime],
@@ -141,16 +155,16 @@ def _instant(when: datetime) -> str:
     return when.isoformat()
 
 
-def _retry_after(response: requests.Response, default: float) -> float:
+def _retry_after(response: urllib3.BaseHTTPResponse, default: float) -> float:
     try:
         return min(max(float(response.headers.get("Retry-After", "")), 0.0), MAX_RETRY_AFTER)
     except ValueError:
         return default
 
 
-def _error(response: requests.Response) -> PunctualError:
+def _error(response: urllib3.BaseHTTPResponse) -> PunctualError:
     try:
-        error = response.json()["error"]
-        return PunctualError(response.status_code, error["code"], error["message"], error.get("details"))
+        error = orjson.loads(response.data)["error"]
+        return PunctualError(response.status, error["code"], error["message"], error.get("details"))
     except (ValueError, KeyError, TypeError):
-        return PunctualError(response.status_code, "http_error", response.text[:500])
+        return PunctualError(response.status, "http_error", response.data[:500].decode("utf-8", "replace"))

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from punctual.client import Client, PunctualError
+from punctual.client import Client, PunctualError, PunctualUnreachable
 from tests.helpers import free_port, wait_for
 
 
@@ -93,17 +93,17 @@ def test_a_lost_answer_is_retried_only_when_a_repeat_cannot_make_a_second_event(
     port = free_port()  # nothing listens: every request fails to connect
     with Client(f"http://127.0.0.1:{port}", retries=2, backoff=0.01) as punctual:
         calls = []
-        real = punctual.session.request
+        real = punctual.pool.request
 
         def counting(*args, **kwargs):
-            calls.append(kwargs.get("json"))
+            calls.append(kwargs.get("body"))
             return real(*args, **kwargs)
 
-        punctual.session.request = counting
-        with pytest.raises(requests.ConnectionError):
+        punctual.pool.request = counting
+        with pytest.raises(PunctualUnreachable):
             punctual.create("Addition", {})
         assert len(calls) == 1                                   # no key: never repeated
-        with pytest.raises(requests.ConnectionError):
+        with pytest.raises(PunctualUnreachable):
             punctual.create("Addition", {}, idempotency_key="order-1")
         assert len(calls) == 1 + 3                                # keyed: the first try and two retries
         with pytest.raises(ValueError):
