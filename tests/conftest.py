@@ -34,6 +34,20 @@ CREATE TABLE IF NOT EXISTS executions (
 """
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, pgserver runs PostgreSQL as a `pgserver` system user it creates on first use. Under pytest-xdist the
+    workers start their servers at once, and on a machine where that user does not exist yet they raced to create
+    it: a folder was handed to a uid that useradd then gave up, and every test of that worker failed ("initdb:
+    could not access directory ... Permission denied"). The controller creates it first, before any worker starts.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("TEST_DATABASE_URL") or \
+            os.environ.get("DATABASE_URL") or sys.platform == "win32" or os.geteuid() != 0:
+        return
+    from pgserver.utils import ensure_user_exists
+
+    ensure_user_exists("pgserver")
+
+
 def _admin_url() -> tuple[str, object]:
     """The server the tests use: TEST_DATABASE_URL's (or DATABASE_URL's), or an embedded one started now.
 
