@@ -141,8 +141,12 @@ DECLARE
     notified bigint;
 BEGIN
     WITH history AS (
+        -- An event inserted running was created, then claimed in the same transaction (the API's claim at creation,
+        -- or plain SQL): its row tells the creation, as for any event, and its attempt's row comes at its end.
         INSERT INTO event_history (event_id, state, attempt, worker)
-        SELECT id, state, attempts, CASE WHEN state = 'scheduled' THEN NULL ELSE worker END
+        SELECT id, CASE WHEN state = 'running' THEN 'scheduled' ELSE state END,
+               CASE WHEN state = 'running' THEN GREATEST(attempts - 1, 0) ELSE attempts END,
+               CASE WHEN state IN ('scheduled', 'running') THEN NULL ELSE worker END
         FROM new_rows ORDER BY id
     )
     SELECT count(*) INTO notified FROM (

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Optional, Protocol, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional, Protocol
 
 import psycopg2.errors
 from psycopg2.extras import Json
@@ -40,8 +42,11 @@ def resolve_callbacks(cur: DictCursor, refs: Iterable[int | str]) -> dict[int | 
     # bigint cannot exist; sending them would make PostgreSQL fail the whole statement.
     ids = [i for i in [r for r in refs if isinstance(r, int)] + [int(r) for r in names if _is_digits(r)]
            if 0 < i <= BIGINT_MAX]
+    # What running it needs too (kind, target, config, timeout, secret): an event claimed in the transaction that
+    # creates it is started from these (see Starter).
     cur.execute(
-        "SELECT id, name, max_attempts FROM callbacks WHERE name = ANY(%s::text[]) OR id = ANY(%s::bigint[])",
+        """SELECT id, name, max_attempts, kind, target, config, timeout_seconds, signing_secret FROM callbacks
+           WHERE name = ANY(%s::text[]) OR id = ANY(%s::bigint[])""",
         (names, ids),
     )
     found: dict[int | str, dict[str, Any]] = {}
@@ -61,18 +66,52 @@ def resolve_callbacks(cur: DictCursor, refs: Iterable[int | str]) -> dict[int | 
 _COLUMNS = ("id", "payload", "scheduled_for", "state", "priority", "attempts", "max_attempts", "result",
             "last_error", "idempotency_key", "source", "worker", "lease_until", "created_at", "updated_at",
             "started_at", "finished_at", "schedule_id", "workflow_id", "workflow_step")
+# An item asked to be claimed (see Starter) and due by the database's clock is inserted claimed: running, its first
+# attempt started, held by the worker under a lease, as the engine's claim would leave it (engine/queries.py _CLAIM).
 _INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key,
-                                idempotency_fingerprint, source)
-              SELECT v.callback_id, v.payload::jsonb, COALESCE(v.scheduled_for, now()), v.priority, v.max_attempts,
-                     v.idempotency_key, v.fingerprint, %s
-              FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::int[], %s::int[], %s::text[], %s::text[])
-                   WITH ORDINALITY AS v(callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key,
-                                        fingerprint, n)
+                                idempotency_fingerprint, source, state, attempts, worker, started_at, lease_until)
+              SELECT v.callback_id, v.payload::jsonb, v.due, v.priority, v.max_attempts, v.idempotency_key,
+                     v.fingerprint, %(source)s,
+                     CASE WHEN v.claimed THEN 'running' ELSE 'scheduled' END, CASE WHEN v.claimed THEN 1 ELSE 0 END,
+                     CASE WHEN v.claimed THEN %(worker)s::text END, CASE WHEN v.claimed THEN clock_timestamp() END,
+                     CASE WHEN v.claimed THEN clock_timestamp() + make_interval(secs => v.lease) END
+              FROM (SELECT u.*, COALESCE(u.scheduled_for, now()) AS due,
+                           u.claim AND COALESCE(u.scheduled_for, now()) <= now() AS claimed
+                    FROM unnest(%(callback_ids)s::bigint[], %(payloads)s::text[], %(times)s::timestamptz[],
+                                %(priorities)s::int[], %(max_attempts)s::int[], %(keys)s::text[],
+                                %(fingerprints)s::text[], %(claim)s::boolean[], %(leases)s::float8[])
+                         WITH ORDINALITY AS u(callback_id, payload, scheduled_for, priority, max_attempts,
+                                              idempotency_key, fingerprint, claim, lease, n)) AS v
               ORDER BY v.n
               ON CONFLICT (idempotency_key) DO NOTHING
               RETURNING callback_id, {", ".join(_COLUMNS)}"""
 # Prepared: every creation runs it, one event or a batch, and its plan does not depend on the arrays' contents.
 _INSERT_PREPARED = Prepared("punctual_insert_events", _INSERT)
+
+
+class Starter(Protocol):
+    """The local engine, offered the events the API creates: those it reserves are inserted claimed, in the
+    transaction that creates them, and started once it commits (engine.dispatcher.Dispatcher.reserve says when and
+    why)."""
+
+    @property
+    def worker(self) -> str: ...
+
+    @property
+    def lease_grace(self) -> float: ...
+
+    def reserve(self, count: int) -> bool: ...
+
+    def hand_over(self, claimed: list[tuple[dict[str, Any], dict[str, Any]]]) -> None: ...
+
+    def withdraw(self, count: int) -> None: ...
+
+
+@dataclass
+class _Inserted:
+    result: list[tuple[dict[str, Any], bool]]
+    # (event, its callback's row) for each event inserted claimed, reserved with the starter until handed over.
+    claimed: list[tuple[dict[str, Any], dict[str, Any]]]
 
 
 def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> list[tuple[dict[str, Any], bool]]:
@@ -81,6 +120,12 @@ def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> lis
 
     Public because Kafka ingestion (controllers/ingest.py) inserts a message's events in the same transaction
     that records the message's offset; create_events is the API's way in.
+    """
+    return _insert(cur, items, source, None).result
+
+
+def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Optional[Starter]) -> _Inserted:
+    """insert_events, and with a `starter`, the due events it reserves are inserted claimed.
 
     Why this shape: batch creation is the hot path of throughput. One INSERT over unnest() arrays (psycopg2
     adapts each list in C, no per-row SQL text) answers with the full rows through RETURNING, and the callback
@@ -93,31 +138,59 @@ def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> lis
         raise Invalid("idempotency_key repeated within one batch", {"field": "idempotency_key"})
     chosen = [callbacks[item.callback] for item in items]
     names = {row["id"]: row["name"] for row in chosen}
+    claim = [False] * len(items)
+    reserved = 0
+    if starter is not None:
+        # Due by this clock (the statement checks again by the database's) and not for a person to claim.
+        now = datetime.now(timezone.utc)
+        wanted = [i for i, (item, row) in enumerate(zip(items, chosen))
+                  if row["kind"] != "manual" and (item.scheduled_for is None or item.scheduled_for <= now)]
+        if wanted and starter.reserve(len(wanted)):
+            reserved = len(wanted)
+            for i in wanted:
+                claim[i] = True
     # json.dumps of None is "null" (a jsonb null), as Json(None) was before.
-    params = (
-        source,
-        [row["id"] for row in chosen],
-        [json.dumps(item.payload) for item in items],
-        [item.scheduled_for for item in items],
-        [item.priority for item in items],
-        [item.max_attempts or row["max_attempts"] for item, row in zip(items, chosen)],
-        [item.idempotency_key for item in items],
-        [_fingerprint(item, row["id"]) if item.idempotency_key else None for item, row in zip(items, chosen)],
-    )
+    params = {
+        "source": source,
+        "worker": starter.worker if reserved and starter is not None else None,
+        "callback_ids": [row["id"] for row in chosen],
+        "payloads": [json.dumps(item.payload) for item in items],
+        "times": [item.scheduled_for for item in items],
+        "priorities": [item.priority for item in items],
+        "max_attempts": [item.max_attempts or row["max_attempts"] for item, row in zip(items, chosen)],
+        "keys": [item.idempotency_key for item in items],
+        "fingerprints": [_fingerprint(item, row["id"]) if item.idempotency_key else None
+                         for item, row in zip(items, chosen)],
+        "claim": claim,
+        "leases": [row["timeout_seconds"] + starter.lease_grace if asked and starter is not None else None
+                   for row, asked in zip(chosen, claim)],
+    }
     plain = cur.connection.cursor()
     try:
         _INSERT_PREPARED.execute(plain, params)
         inserted = [_event_row(values, names) for values in plain.fetchall()]
+    except BaseException:
+        if starter is not None and reserved:
+            starter.withdraw(reserved)
+        raise
     finally:
         plain.close()
+    claimed = [(row, callbacks[row["callback"]]) for row in inserted if row["state"] == "running"] if reserved else []
+    if starter is not None and reserved > len(claimed):
+        starter.withdraw(reserved - len(claimed))  # not due by the database's clock, or a replayed key
     new_keys = {row["idempotency_key"] for row in inserted if row["idempotency_key"]}
     replayed = [k for k in keys if k not in new_keys]
     by_key: dict[str, dict[str, Any]] = {row["idempotency_key"]: row for row in inserted if row["idempotency_key"]}
-    if replayed:
-        _refuse_a_different_body(cur, items, chosen, replayed)
-        cur.execute(f"{SELECT} WHERE e.idempotency_key = ANY(%s::text[])", (replayed,))
-        for row in cur.fetchall():
-            by_key[row["idempotency_key"]] = row
+    try:
+        if replayed:
+            _refuse_a_different_body(cur, items, chosen, replayed)
+            cur.execute(f"{SELECT} WHERE e.idempotency_key = ANY(%s::text[])", (replayed,))
+            for row in cur.fetchall():
+                by_key[row["idempotency_key"]] = row
+    except BaseException:
+        if starter is not None and claimed:
+            starter.withdraw(len(claimed))
+        raise
     # The rows come back in input order (ORDER BY v.n); keyed items are matched by key.
     fresh = iter(row for row in inserted if not row["idempotency_key"])
     result = []
@@ -126,7 +199,7 @@ def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> lis
             result.append((by_key[item.idempotency_key], item.idempotency_key in new_keys))
         else:
             result.append((next(fresh), True))
-    return result
+    return _Inserted(result, claimed)
 
 
 def _fingerprint(item: EventCreate, callback_id: int) -> str:
@@ -161,17 +234,6 @@ def _event_row(values: tuple[Any, ...], names: dict[int, str]) -> dict[str, Any]
     return row
 
 
-class Starter(Protocol):
-    """The local engine's offer to claim new events in the transaction that creates them, and to start them
-    once it commits (engine.dispatcher.Dispatcher.claim_created says when and why)."""
-
-    def claim_created(self, cur: Any, ids: list[int]) -> Sequence[Any]: ...
-
-    def hand_over(self, rows: Any) -> None: ...
-
-    def withdraw(self, rows: Any) -> None: ...
-
-
 def create_events(db: Database, items: list[EventCreate], source: str = "api",
                   starter: Optional[Starter] = None) -> list[tuple[dict[str, Any], bool]]:
     """Create events in one statement: all of them or none. Returns (event, created) pairs, each event as it
@@ -196,26 +258,28 @@ def create_events(db: Database, items: list[EventCreate], source: str = "api",
 
 
 def _insert_and_claim(db: Database, items: list[EventCreate], source: str,
-                      starter: Optional[Starter]) -> tuple[list[tuple[dict[str, Any], bool]], Sequence[Any]]:
-    """One transaction: the events, their audit lines, and what the starter claims of them (withdrawn if the
-    transaction does not commit)."""
-    claimed: Sequence[Any] = ()
+                      starter: Optional[Starter]) -> tuple[list[tuple[dict[str, Any], bool]],
+                                                          list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """One transaction: the events (those the starter reserved inserted claimed) and their audit lines. A claim
+    whose transaction does not commit is withdrawn: it never was."""
+    claimed: list[tuple[dict[str, Any], dict[str, Any]]] = []
     try:
         with db.transaction() as cur:
-            result = insert_events(cur, items, source)
+            inserted = _insert(cur, items, source, starter)
+            claimed = inserted.claimed
             with audit.batch():
-                for event, created in result:
+                for event, created in inserted.result:
                     if created:
-                        audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"])
-            fresh = [event["id"] for event, created in result if created]
-            if starter is not None and fresh:
-                # After the audit lines: an attempt's `attempt_started` line always follows its event's creation.
-                claimed = starter.claim_created(cur, fresh)
+                        # An event inserted claimed was created as any other, then claimed: its attempt_started line
+                        # follows once it starts (see Dispatcher.hand_over), as its history tells.
+                        as_created = {"state": "scheduled", "attempt": 0} if event["state"] == "running" else {}
+                        audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"],
+                                     **as_created)
     except BaseException:
         if starter is not None and claimed:
-            starter.withdraw(claimed)
+            starter.withdraw(len(claimed))
         raise
-    return result, claimed
+    return inserted.result, claimed
 
 
 def create_event(db: Database, item: EventCreate, source: str = "api",
@@ -241,7 +305,7 @@ def history_entries(rows: list[dict[str, Any]], event: dict[str, Any]) -> list[d
     """The event's state changes, oldest first, from its history rows: an attempt's row (written at its end,
     with when it started) stands for two changes, into 'running' and out of it, and the attempt running now has
     no row yet, so it is read from the event. A 'running' entry already told is not told twice: rows written
-    before migration 0011, and an event inserted as running by SQL, hold it themselves."""
+    before migration 0011, and the creation of an event inserted running before migration 0012, hold it themselves."""
     entries: list[dict[str, Any]] = []
 
     def started(attempt: int, at: Any, worker: Optional[str]) -> None:

@@ -100,8 +100,8 @@ class Engine:
 
     @property
     def starter(self) -> Dispatcher:
-        """What the API hands the events it creates to, to claim them in their own transaction and start them when
-        it commits (Dispatcher.claim_created)."""
+        """What the API offers the events it creates to: those it reserves are inserted claimed and started once
+        their transaction commits (Dispatcher.reserve)."""
         return self.dispatcher
 
     def wake(self) -> None:

@@ -50,8 +50,8 @@ class Dispatcher(Role):
         self._hinted: list[int] = []  # ids the listener saw become due, to claim by id (see offer)
         self._general = False  # woken for a claim of everything due (not only for offered ids)
         self._hinted_lock = threading.Lock()
-        # Attempts claimed in the transaction that created their events (claim_created), committed, to start here;
-        # and how many such claims are under way or handed over but not yet started: they count as held.
+        # Attempts inserted claimed by the transaction that created them (see reserve), committed, to start here;
+        # and how many such claims are reserved or handed over but not yet started: they count as held.
         self._handed: list[Claimed] = []
         self._reserved = 0
         # The last claim of everything due stopped before it ran out of due events: at this instance's capacity,
@@ -74,36 +74,41 @@ class Dispatcher(Role):
             self._hinted.extend(ids)
         super().wake()
 
-    def claim_created(self, cur: Any, ids: list[int]) -> list[Claimed]:
-        """Claim new events in the transaction that creates them (`cur`), when this instance is idle enough to
-        start them at once. The caller commits, then hands them over (hand_over); if its transaction fails, it
-        withdraws them (withdraw): rolled back, they were never claimed.
+    @property
+    def lease_grace(self) -> float:
+        return self.settings.lease_grace_seconds
+
+    def reserve(self, count: int) -> bool:
+        """Whether `count` new due events may be inserted claimed by this instance, in the transaction that creates
+        them (controllers.events.create_events): when it is idle enough to start them at once. The creator then
+        hands over what it inserted claimed once its transaction commits (hand_over), and withdraws the rest.
 
         Why: an idle instance claims a new due event by id the moment its notification comes (see offer), so
-        claiming it in its own transaction changes nothing of who runs it or in which order; it only saves the
-        wait for the notification and the claim's own statement and commit (W3 in bench/RESULTS.md). The claim
-        is the same statement (due by the database's clock, not manual, SKIP LOCKED); what it does not take goes
-        the ordinary way, by its notification.
+        claiming it as it is inserted changes nothing of who runs it or in which order; it saves the wait for the
+        notification and the claim's own statement and commit (W3 in bench/RESULTS.md). Reserved attempts count
+        as held until they start, so concurrent creations cannot claim more than the free workers.
         """
         if not self.claiming or self.stopping:
-            return []
+            return False
         with self._hinted_lock:
-            self._reserved += len(ids)
-        claimed: list[Claimed] = []
-        try:
-            if self._few_and_idle(len(ids), reserved=True):
-                claimed = queries.claim_ids_in(cur, self.worker, ids, self.settings.lease_grace_seconds)
-        finally:
-            with self._hinted_lock:
-                self._reserved -= len(ids) - len(claimed)
-        return claimed
+            self._reserved += count
+        if self._few_and_idle(count, reserved=True):
+            return True
+        self.withdraw(count)
+        return False
 
-    def hand_over(self, rows: list[Claimed]) -> None:
-        """Attempts of claim_created, committed: started like this role's own claims, the inline ones (pure and
-        quick, see _run_inline) right here, in the creating request's thread, before it answers. Why here: handed
-        to another thread, an attempt waited for the interpreter until the request had written its answer (W3).
-        The others go to the worker pool through this role's thread. Once a stop has begun they are given back
-        uncounted, like any claimed attempt that had not started."""
+    def withdraw(self, count: int) -> None:
+        """Reserved claims that were not made, or whose transaction rolled back: they never were."""
+        with self._hinted_lock:
+            self._reserved -= count
+
+    def hand_over(self, created: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Events inserted claimed (see reserve), committed, with their callbacks' rows: started like this role's own
+        claims, the inline ones (pure and quick, see _run_inline) right here, in the creating request's thread,
+        before it answers. Why here: handed to another thread, an attempt waited for the interpreter until the
+        request had written its answer (W3). The others go to the worker pool through this role's thread. Once a
+        stop has begun they are given back uncounted, like any claimed attempt that had not started."""
+        rows = [queries.claimed_at_creation(event, callback) for event, callback in created]
         inline = [row for row in rows if Kinds.runs_inline(row.kind, row.target)]
         pooled = [row for row in rows if not Kinds.runs_inline(row.kind, row.target)]
         with self._hinted_lock:
@@ -121,11 +126,6 @@ class Dispatcher(Role):
         if inline:
             self._audit_started(inline)
             self._run_inline(inline)
-
-    def withdraw(self, rows: list[Claimed]) -> None:
-        """The transaction of claim_created rolled back: its claims never were."""
-        with self._hinted_lock:
-            self._reserved -= len(rows)
 
     def wake(self) -> None:
         """Claim everything due now (something is, or may be, due)."""

@@ -152,15 +152,13 @@ def claim_ids(db: Database, worker: str, ids: list[int], lease_grace: float) -> 
     return db.typed(_CLAIM_IDS, {"worker": worker, "grace": lease_grace, "ids": ids}, Claimed)
 
 
-def claim_ids_in(cur: Any, worker: str, ids: list[int], lease_grace: float) -> list[Claimed]:
-    """claim_ids in the caller's transaction (`cur`): the claim commits, or rolls back, with what the caller
-    wrote before it (the creation of these very events, see Dispatcher.claim_created)."""
-    plain = cur.connection.cursor()
-    try:
-        _CLAIM_IDS.execute(plain, {"worker": worker, "grace": lease_grace, "ids": ids})
-        return [Claimed(*row) for row in plain.fetchall()]
-    finally:
-        plain.close()
+def claimed_at_creation(event: dict[str, Any], callback: dict[str, Any]) -> Claimed:
+    """An attempt of an event the API inserted claimed (controllers/events.py), from the inserted row and its
+    callback's: the same Claimed a claim's RETURNING makes."""
+    return Claimed(event["id"], event["payload"], event["attempts"], event["max_attempts"], event["scheduled_for"],
+                   event["started_at"], event["priority"], event["state"], event["worker"], callback["id"],
+                   callback["name"], callback["kind"], callback["target"], callback["config"],
+                   callback["timeout_seconds"], callback["signing_secret"], event["schedule_id"])
 
 
 def retry_delay(attempt: int, base: float, cap: float) -> float:

@@ -328,10 +328,11 @@ def test_an_event_left_running_with_an_expired_lease_is_rescued_and_run_again(en
     event = wait_state(db_url, again, "finished")
     assert event["attempts"] == 2 and event["result"] == 2
     steps = history(db_url, again)
+    # Inserted running (a dead instance's attempt): its creation, then that attempt, rescued, then ours.
     assert [(h["state"], h["attempt"]) for h in steps] == [
-        ("running", 1), ("scheduled", 1), ("running", 2), ("finished", 2)]
-    assert "lease expired" in steps[1]["error"]
-    assert steps[2]["worker"] == engine.settings.instance_name
+        ("scheduled", 0), ("running", 1), ("scheduled", 1), ("running", 2), ("finished", 2)]
+    assert steps[1]["worker"] == "dead-instance:1" and "lease expired" in steps[2]["error"]
+    assert steps[3]["worker"] == engine.settings.instance_name
     dead = wait_state(db_url, spent, "failed")
     assert dead["attempts"] == 3 and "lease expired" in dead["last_error"]
     wait_sweeps(engine)

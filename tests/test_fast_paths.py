@@ -119,7 +119,7 @@ def test_an_idle_instance_starts_what_its_api_creates_without_waiting_for_any_no
         later = client.post("/events", json={"callback": "Addition", "scheduled_for": "2999-01-01T00:00:00Z"})
         inline = client.post("/events", json={"callback": "Inline"})
         assert single.status_code == batch.status_code == later.status_code == inline.status_code == 201
-        assert single.json["state"] == "scheduled"  # the event as created
+        assert (single.json["state"], single.json["attempts"]) == ("running", 1)  # inserted claimed
         ids = [single.json["id"]] + [e["id"] for e in batch.json["events"]] + [inline.json["id"]]
         done = wait_for(lambda: (rows := sql(db_url, "SELECT id, state, result, worker FROM events WHERE id = ANY(%s)",
                                              (ids,))) and all(r["state"] == "finished" for r in rows) and rows,
@@ -146,30 +146,32 @@ def test_a_claim_made_at_creation_is_given_back_uncounted_if_the_instance_stops_
     from schemas import EventCreate
 
     with running_engine(db, settings, sweep_seconds=60) as eng:
-        eng.dispatcher.quiesce()  # the stop begins between the claim's commit and its hand-over
         event, _ = create_event(db, EventCreate(callback="Addition", payload={"x": 1, "y": 1}),
-                                starter=_ClaimsThenStops(eng.dispatcher))
+                                starter=_StopsBeforeHandOver(eng.dispatcher))
+        assert event["state"] == "running"  # inserted claimed
+        assert eng.dispatcher._reserved == 0
     row = sql(db_url, "SELECT state, attempts, worker, last_error FROM events WHERE id = %s", (event["id"],))[0]
     assert (row["state"], row["attempts"]) == ("scheduled", 0)
     assert row["last_error"].startswith("released: instance shutting down")
 
 
-class _ClaimsThenStops:
-    """A starter whose claim is made as if the instance were still claiming, then handed to a stopped one."""
+class _StopsBeforeHandOver:
+    """The instance's own starter, but its stop begins between the creation's commit and the hand-over."""
 
     def __init__(self, dispatcher: Any) -> None:
         self.dispatcher = dispatcher
+        self.worker = dispatcher.worker
+        self.lease_grace = dispatcher.lease_grace
 
-    def claim_created(self, cur: Any, ids: list[int]) -> Any:
-        from engine import queries
+    def reserve(self, count: int) -> bool:
+        return self.dispatcher.reserve(count)
 
-        return queries.claim_ids_in(cur, self.dispatcher.worker, ids, 5)
+    def withdraw(self, count: int) -> None:
+        self.dispatcher.withdraw(count)
 
-    def hand_over(self, rows: Any) -> None:
-        self.dispatcher.hand_over(rows)
-
-    def withdraw(self, rows: Any) -> None:
-        raise AssertionError("the creation committed")
+    def hand_over(self, created: Any) -> None:
+        self.dispatcher.quiesce()
+        self.dispatcher.hand_over(created)
 
 
 def test_a_claim_by_id_takes_nothing_another_instance_holds_or_that_is_not_due(db, db_url):
