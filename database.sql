@@ -101,7 +101,9 @@ CREATE INDEX events_schedule_key_idx ON events (schedule_key) WHERE state = 'sch
 -- itself, whoever makes it (the engine, the API or plain SQL). A claim writes none (migration 0011 says why).
 CREATE TABLE event_history (
     id         bigserial PRIMARY KEY,
-    event_id   bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    -- Not a foreign key (migration 0013): only the triggers below write these rows, each for the event whose change
+    -- it records, in that change's transaction; a deleted event's rows go with it (punctual_events_deleted).
+    event_id   bigint NOT NULL,
     state      text NOT NULL,   -- the state the change left: for an attempt, its outcome
     attempt    integer NOT NULL,
     at         timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -210,6 +212,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     notified bigint;
 BEGIN
+    -- A deleted event's history goes with it (as ON DELETE CASCADE did, in one statement instead of one per row).
+    DELETE FROM event_history h USING old_rows o WHERE h.event_id = o.id;
     SELECT count(*) INTO notified FROM (
         SELECT pg_notify('punctual_events', json_build_object('op', 'DELETE', 'ids', array_agg(id ORDER BY id))::text)
         FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk FROM old_rows) AS r

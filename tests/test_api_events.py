@@ -309,6 +309,15 @@ def test_delete_any_event_but_a_running_one(client, db_url):
     assert_error(client.delete("/events/999999"), 404)
 
 
+def test_events_deleted_by_plain_sql_take_their_history_with_them_and_no_other(client, db_url):
+    kept, *gone = [create(client)["id"] for _ in range(4)]
+    for event_id in [kept, *gone]:
+        set_state(db_url, event_id, "finished")
+    sql(db_url, "DELETE FROM events WHERE id = ANY(%s)", (gone,))
+    left = sql(db_url, "SELECT DISTINCT event_id FROM event_history")
+    assert left == [{"event_id": kept}]
+
+
 def test_retry_is_only_for_failed_or_cancelled_events(client, db_url):
     for state in ("scheduled", "running", "finished"):
         event = create(client)
