@@ -12,7 +12,9 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
+import psycopg2.extras
 
+import jsonsafe
 from errors import Conflict, Unavailable
 
 log = logging.getLogger("punctual.db")
@@ -220,6 +222,9 @@ class Database:
         with conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
         conn.autocommit = autocommit
+        # json and jsonb values (every payload and result read back) through orjson, keeping what json.loads reads.
+        psycopg2.extras.register_default_json(conn, loads=jsonsafe.loads)
+        psycopg2.extras.register_default_jsonb(conn, loads=jsonsafe.loads)
         return conn
 
     @contextmanager

@@ -11,6 +11,7 @@ import psycopg2.errors
 from psycopg2.extras import Json
 
 import audit
+import jsonsafe
 from db import Database, DictCursor, Prepared
 from errors import Conflict, Invalid, NotFound
 from schemas import EventCreate, EventQuery, EventUpdate
@@ -152,11 +153,11 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
         raise Invalid("idempotency_key repeated within one batch", {"field": "idempotency_key"})
     chosen = [callbacks[item.callback] for item in items]
     names = {row["id"]: row["name"] for row in chosen}
-    # json.dumps of None is "null" (a jsonb null), as Json(None) was before.
+    # The payload as JSON text ("null" for None, a jsonb null, as Json(None) was before).
     params: dict[str, Any] = {
         "source": source,
         "callback_ids": [row["id"] for row in chosen],
-        "payloads": [json.dumps(item.payload) for item in items],
+        "payloads": [jsonsafe.dumps(item.payload) for item in items],
         "times": [item.scheduled_for for item in items],
         "priorities": [item.priority for item in items],
         "max_attempts": [item.max_attempts or row["max_attempts"] for item, row in zip(items, chosen)],

@@ -9,7 +9,6 @@ sweeper covers anything a lost notification missed. It writes nothing.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -20,6 +19,7 @@ from typing import Any, Callable, Optional
 
 import psycopg2.extensions
 
+import jsonsafe
 from db import Database
 from engine.queries import Change
 from engine.role import Role
@@ -47,7 +47,7 @@ def parse_notification(payload: str) -> dict[int, Optional[Change]]:
     said too little, and the caller reads the row instead.
     """
     try:
-        data = json.loads(payload)
+        data = jsonsafe.loads(payload)
         ids = data["ids"]
         if isinstance(ids, list) and ids and all(_valid_id(i) for i in ids):
             if data.get("op") == "DELETE":

@@ -7,7 +7,6 @@ inside the same transaction. Rows come back typed (the dataclasses below), built
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import Any, Optional
 
 from psycopg2.extras import execute_values
 
+import jsonsafe
 from db import Database, Prepared
 
 
@@ -214,7 +214,7 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
                      e.scheduled_for AS next_run""",
         {"ids": [o.event_id for o in outcomes], "attempts": [o.attempt for o in outcomes],
          "ok": [o.ok for o in outcomes],
-         "results": [json.dumps(o.result) if o.ok else None for o in outcomes],
+         "results": [jsonsafe.dumps(o.result) if o.ok else None for o in outcomes],
          "errors": [o.error for o in outcomes], "delays": [o.retry_delay for o in outcomes],
          "started": [o.started for o in outcomes], "worker": worker},
         Recorded,
