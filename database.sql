@@ -48,7 +48,7 @@ CREATE TABLE events (
     max_attempts    integer NOT NULL DEFAULT 3 CHECK (max_attempts BETWEEN 1 AND 100),
     result          jsonb,
     last_error      text,
-    idempotency_key text UNIQUE,                           -- a repeated key returns the first event
+    idempotency_key text,                                  -- a repeated key returns the first event (unique: below)
     source          text NOT NULL DEFAULT 'api',           -- api, kafka, sql, ...
     worker          text,                                  -- who holds (or last held) the lease
     lease_until     timestamptz,                           -- a running event past this is rescued
@@ -89,6 +89,8 @@ CREATE INDEX events_due_idx ON events (scheduled_for) WHERE state = 'scheduled';
 CREATE INDEX events_claim_idx ON events (priority DESC, scheduled_for, id) WHERE state = 'scheduled';
 -- The lease rescue reads only the leases that ran out (migration 0010 says why it needs its own index).
 CREATE INDEX events_lease_idx ON events (lease_until) WHERE state = 'running';
+-- A repeated idempotency key finds its first event. Only events that have a key have an entry (migration 0014).
+CREATE UNIQUE INDEX events_idempotency_key_idx ON events (idempotency_key) WHERE idempotency_key IS NOT NULL;
 -- Listing: by state or by callback, newest first.
 CREATE INDEX events_state_id_idx ON events (state, id);
 CREATE INDEX events_callback_id_idx ON events (callback_id, id);

@@ -76,7 +76,7 @@ _INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority,
                    WITH ORDINALITY AS v(callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key,
                                         fingerprint, n)
               ORDER BY v.n
-              ON CONFLICT (idempotency_key) DO NOTHING
+              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
               RETURNING callback_id, {", ".join(_COLUMNS)}"""
 # The same, when the starter reserved some of the events (see Starter): those of them due by the database's clock are
 # inserted claimed, running, their first attempt started, held by the worker under a lease, as the engine's claim
@@ -97,7 +97,7 @@ _INSERT_CLAIMING = f"""INSERT INTO events (callback_id, payload, scheduled_for, 
                          WITH ORDINALITY AS u(callback_id, payload, scheduled_for, priority, max_attempts,
                                               idempotency_key, fingerprint, claim, lease, n)) AS v
               ORDER BY v.n
-              ON CONFLICT (idempotency_key) DO NOTHING
+              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
               RETURNING callback_id, {", ".join(_COLUMNS)}"""
 # Prepared: every creation runs it, one event or a batch, and its plan does not depend on the arrays' contents.
 _INSERT_PREPARED = Prepared("punctual_insert_events", _INSERT)

@@ -489,7 +489,7 @@ def _insert(cur: DictCursor, row: dict[str, Any], instants: list[datetime]) -> l
            SELECT %s, %s, v.at, %s, COALESCE(%s, c.max_attempts), v.key, %s, 'schedule', %s
            FROM unnest(%s::timestamptz[], %s::text[]) AS v(at, key), callbacks c
            WHERE c.id = %s
-           ON CONFLICT (idempotency_key) DO NOTHING
+           ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
            RETURNING id, scheduled_for""",
         (row["callback_id"], Json(row["payload"]), row["priority"], row["max_attempts"], fingerprint, row["id"],
          instants, [key_of(row["id"], when) for when in instants], row["callback_id"]))

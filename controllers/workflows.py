@@ -341,7 +341,7 @@ def _make_event(cur: DictCursor, workflow_id: str, new: workflows.NewStep, callb
     cur.execute(
         """INSERT INTO events (callback_id, payload, max_attempts, idempotency_key, source, workflow_id, workflow_step)
            VALUES (%s, %s, %s, %s, 'workflow', %s, %s)
-           ON CONFLICT (idempotency_key) DO NOTHING
+           ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
            RETURNING id, attempts, state""",
         (callback["id"], Json(new.payload or {}), callback["max_attempts"], key, workflow_id, new.step))
     event = cur.fetchone()
