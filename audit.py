@@ -199,22 +199,32 @@ def record(action: str, event: Any, **fields: Any) -> None:
     """Write one audit line for a state change of `event`: a row with id, callback, attempts and state, as a
     dict (the API's rows) or as attributes (the engine's typed rows).
 
-    Inside `batch()` the line waits for the end of the batch; otherwise it is written at once.
+    Inside `batch()` the line waits for the end of the batch, and carries the batch's time (its lines are written
+    together: three lines per event made the clock and the lookups a tenth of the engine's own work, W1);
+    otherwise it is written at once.
     """
     assert action in ACTIONS, action
-    def get(name: str) -> Any:
-        return event.get(name) if isinstance(event, dict) else getattr(event, name, None)
-
-    line: dict[str, Any] = {
-        "time": datetime.now(timezone.utc).isoformat(),
-        "action": action,
-        "event_id": get("id"),
-        "callback": get("callback"),
-        "attempt": get("attempts"),
-        "state": get("state"),
-    }
-    line.update(fields)
+    if isinstance(event, dict):
+        line: dict[str, Any] = {"time": _now(), "action": action, "event_id": event.get("id"),
+                                "callback": event.get("callback"), "attempt": event.get("attempts"),
+                                "state": event.get("state")}
+    else:
+        line = {"time": _now(), "action": action, "event_id": getattr(event, "id", None),
+                "callback": getattr(event, "callback", None), "attempt": getattr(event, "attempts", None),
+                "state": getattr(event, "state", None)}
+    if fields:
+        line.update(fields)
     _emit(line)
+
+
+def _now() -> str:
+    """The time a line says: the batch's (taken at its first line) inside `batch()`, the present otherwise."""
+    if getattr(_local, "buffer", None) is None:
+        return datetime.now(timezone.utc).isoformat()
+    now: Optional[str] = _local.time
+    if now is None:
+        now = _local.time = datetime.now(timezone.utc).isoformat()
+    return now
 
 
 def workflow(action: str, workflow_id: str, name: str, state: str, **fields: Any) -> None:
@@ -243,6 +253,7 @@ def batch() -> Iterator[None]:
         yield  # already inside a batch: the outer one writes
         return
     _local.buffer = []
+    _local.time = None
     try:
         yield
     finally:
