@@ -516,6 +516,17 @@ def test_outcomes_postgres_cannot_store_fail_the_attempt_and_the_engine_keeps_re
     assert engine.completer.alive and engine.dispatcher.alive
 
 
+def test_results_are_stored_as_returned_a_null_as_a_json_null_and_a_long_integer_exactly(engine, db_url):
+    make_callback(db_url, "Nothing", "noop")
+    nothing = insert_event(db_url, "Nothing")
+    big = insert_event(db_url, "Multiplication", {"x": 10 ** 20, "y": 10 ** 20})
+    assert wait_state(db_url, big, "finished")["result"] == 10 ** 40
+    assert wait_state(db_url, nothing, "finished")["result"] is None
+    stored = sql(db_url, "SELECT jsonb_typeof(result) AS kind, result::text AS text FROM events WHERE id = ANY(%s) "
+                         "ORDER BY id", ([nothing, big],))
+    assert stored == [{"kind": "null", "text": "null"}, {"kind": "number", "text": str(10 ** 40)}]
+
+
 def test_armed_timers_are_bounded_and_events_beyond_the_bound_still_run(db, settings, db_url):
     with running_engine(db, settings) as eng:
         eng.scheduler.max_armed = 2
