@@ -76,9 +76,10 @@ class Runner:
 
     def outcome(self, row: Claimed, ok: bool, result: Any, error: Optional[str], duration: float,
                 started: Optional[float]) -> Outcome:
-        delay = queries.retry_delay(row.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+        delay = 0.0 if ok else queries.retry_delay(row.attempts, self.settings.retry_base_seconds,
+                                                    self.settings.retry_max_seconds)
         return Outcome(row.id, row.attempts, ok, result, None if error is None else clean_error(error),
-                       0.0 if ok else delay, duration, started)
+                       delay, duration, started)
 
     def observe_start(self, row: Claimed, started_wall: float) -> None:
         """Lateness as the callback sees it: from scheduled_for to the moment it begins (for an occurrence of a
