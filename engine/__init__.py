@@ -64,7 +64,8 @@ class Engine:
                                lease_check=self.lease_keeper.check, on_free=self._freed)
         self.dispatcher = Dispatcher(db, settings, self.inflight, self.pool, self.runner, self.completer,
                                      self.pace, self.planner_stats)
-        self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.dispatcher.wake, max_armed=MAX_ARMED)
+        # A timer names its event: claimed by id, a primary-key lookup, like a new event's offer (W2's lateness).
+        self.scheduler = Scheduler(settings.horizon_seconds, on_due=self.dispatcher.offer, max_armed=MAX_ARMED)
         self.workflow_runner = WorkflowRunner(db, settings, metrics)
         self.listener = Listener(db, metrics, settings.listen_timeout_seconds, settings.reconnect_max_seconds,
                                  on_changes=self._on_changes, on_connect=self._caught_up,

@@ -47,7 +47,7 @@ class Dispatcher(Role):
         self.planner_stats = planner_stats
         self.worker = settings.instance_name
         self.claiming = True
-        self._hinted: list[int] = []  # ids the listener saw become due, to claim by id (see offer)
+        self._hinted: list[int] = []  # ids the listener or a timer saw become due, to claim by id (see offer)
         self._general = False  # woken for a claim of everything due (not only for offered ids)
         self._hinted_lock = threading.Lock()
         # Attempts inserted claimed by the transaction that created them (see reserve), committed, to start here;
@@ -63,7 +63,8 @@ class Dispatcher(Role):
         return f"capacity {self.pace.capacity}"
 
     def offer(self, ids: list[int]) -> None:
-        """Events the listener just saw become due (a POST /events, a retry): claim them by id at once.
+        """Events just seen to become due: by the listener (an insert by plain SQL, Kafka or another instance, a
+        retry) or by a timer at its event's time. Claim them by id at once.
 
         Why by id: a claim of these ids is a primary-key lookup, where the claim of everything due sorts the
         backlog; an idle instance would claim them next anyway, so priority order is kept. A batch, or a

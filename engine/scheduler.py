@@ -22,13 +22,15 @@ log = logging.getLogger("punctual.scheduler")
 
 
 class Scheduler:
-    def __init__(self, horizon_seconds: float, on_due: Callable[[], None], max_armed: int = 50_000) -> None:
+    def __init__(self, horizon_seconds: float, on_due: Callable[[list[int]], None], max_armed: int = 50_000) -> None:
         self.horizon = timedelta(seconds=horizon_seconds)
         # A hard bound on timers in memory: a burst of events all due within the horizon must not
         # grow APScheduler's store without limit. Events beyond it are not lost: the sweep claims
         # whatever is due, and the horizon refill arms them as room frees up.
         self.max_armed = max_armed
         self.overflowed = 0  # events left unarmed because the bound was reached (cumulative)
+        # Called with the events whose time came (a timer) or that sync found due: the dispatcher claims a few by
+        # id, more with a claim of everything due (Dispatcher.offer).
         self._on_due = on_due
         self._armed: dict[int, datetime] = {}
         # _lock serialises arm/disarm (dict and APScheduler job together), so a disarm in one thread
@@ -67,19 +69,19 @@ class Scheduler:
     def sync(self, rows: Iterable[Change], missing: Iterable[int] = ()) -> None:
         """Bring the timers in line with what the database says of these events."""
         now = datetime.now(timezone.utc)
-        due = False
+        due: list[int] = []
         for row in rows:
             if row.state != "scheduled" or row.scheduled_for is None:
                 self.disarm(row.id)
             elif row.scheduled_for <= now:
                 self.disarm(row.id)
-                due = True
+                due.append(row.id)
             else:
                 self._arm(row.id, row.scheduled_for, now)
         for event_id in missing:
             self.disarm(event_id)
         if due:
-            self._on_due()
+            self._on_due(due)
 
     def _arm(self, event_id: int, when: datetime, now: datetime) -> None:
         if when > now + self.horizon:
@@ -120,4 +122,4 @@ class Scheduler:
         with self._dict_lock:
             if self._armed.get(event_id) == when:  # not re-armed for another time meanwhile
                 del self._armed[event_id]
-        self._on_due()
+        self._on_due([event_id])

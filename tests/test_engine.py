@@ -420,7 +420,7 @@ def test_a_disarm_racing_an_arm_of_the_same_event_never_removes_the_new_timer():
 
     from engine.scheduler import Scheduler
 
-    scheduler = Scheduler(300, on_due=lambda: None)
+    scheduler = Scheduler(300, on_due=lambda _: None)
     scheduler.start()
     first = datetime.now(timezone.utc) + timedelta(seconds=100)
     second = first + timedelta(seconds=5)

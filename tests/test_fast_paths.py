@@ -85,7 +85,7 @@ def test_an_idle_instance_claims_a_new_due_event_from_its_notification_without_t
     # The sweep far away and the dispatcher never woken: only the listener's claim by id can start
     # these in time. Events from the API and from plain SQL alike.
     with running_engine(db, settings, sweep_seconds=60) as eng:
-        eng.dispatcher.wake = eng.scheduler._on_due = lambda: None  # only an offer by id can claim
+        eng.dispatcher.wake = eng.scheduler._on_due = lambda *_: None  # only an offer by id can claim
         client = create_app(eng.settings, db, eng, eng.metrics).test_client()
         for callback, expected in (("Addition", 7), ("Pooled", "punctual-worker")):
             response = client.post("/events", json={"callback": callback, "payload": {"x": 3, "y": 4}})
@@ -111,7 +111,7 @@ def test_an_idle_instance_starts_what_its_api_creates_without_waiting_for_any_no
         # No listener, no timer, no claim of everything due: only the claim made in the creating transaction
         # can start these events within the minute.
         eng.listener.stop()
-        eng.dispatcher.wake = eng.scheduler._on_due = lambda: None
+        eng.dispatcher.wake = eng.scheduler._on_due = lambda *_: None
         client = create_app(eng.settings, db, eng, eng.metrics).test_client()
         single = client.post("/events", json={"callback": "Addition", "payload": {"x": 3, "y": 4}})
         batch = client.post("/events/batch", json={"events": [{"callback": "Pooled"},
