@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import date, datetime
 from typing import Any, Optional
 
@@ -25,9 +24,6 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-
-
 class StrictJSON(DefaultJSONProvider):
     """JSON as the RFC has it: no NaN/Infinity (jsonb refuses them), ISO 8601 times in answers.
 
@@ -40,14 +36,11 @@ class StrictJSON(DefaultJSONProvider):
     ensure_ascii = False
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        # orjson reads an integer past 64 bits as a float (10**30 becomes 1e+30): such bodies take the slow path.
-        if not kwargs and not _LONG_DIGITS.search(s if isinstance(s, bytes) else s.encode("utf-8", "surrogatepass")):
-            try:
-                return orjson.loads(s)
-            except orjson.JSONDecodeError:
-                pass  # the standard library says what is wrong, or takes what orjson will not
         try:
-            return json.loads(s, parse_constant=_reject_constant, **kwargs)
+            if kwargs:
+                return json.loads(s, parse_constant=_reject_constant, **kwargs)
+            # orjson, or the standard library where orjson would read otherwise (jsonsafe.loads says when).
+            return jsonsafe.loads(s, parse_constant=_reject_constant)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
 
