@@ -165,7 +165,8 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
         "fingerprints": [_fingerprint(item, row["id"]) if item.idempotency_key else None
                          for item, row in zip(items, chosen)],
     }
-    statement, reserved = _INSERT_PREPARED, 0
+    # `held`: reserved with the starter and not yet given back; all given back if anything below fails.
+    statement, held = _INSERT_PREPARED, 0
     if starter is not None:
         # Due by this clock (the statement checks again by the database's) and not for a person to claim.
         now = datetime.now(timezone.utc)
@@ -173,35 +174,32 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
                  for item, row in zip(items, chosen)]
         wanted = sum(claim)
         if wanted and starter.reserve(wanted):
-            statement, reserved = _INSERT_CLAIMING_PREPARED, wanted
+            statement, held = _INSERT_CLAIMING_PREPARED, wanted
             params.update(worker=starter.worker, claim=claim,
                           leases=[row["timeout_seconds"] + starter.lease_grace for row in chosen])
     plain = cur.connection.cursor()
     try:
         statement.execute(plain, params)
         inserted = [_event_row(values, names) for values in plain.fetchall()]
-    except BaseException:
-        if starter is not None and reserved:
-            starter.withdraw(reserved)
-        raise
-    finally:
-        plain.close()
-    claimed = [(row, callbacks[row["callback"]]) for row in inserted if row["state"] == "running"] if reserved else []
-    if starter is not None and reserved > len(claimed):
-        starter.withdraw(reserved - len(claimed))  # not due by the database's clock, or a replayed key
-    new_keys = {row["idempotency_key"] for row in inserted if row["idempotency_key"]}
-    replayed = [k for k in keys if k not in new_keys]
-    by_key: dict[str, dict[str, Any]] = {row["idempotency_key"]: row for row in inserted if row["idempotency_key"]}
-    try:
+        claimed = [(row, callbacks[row["callback"]]) for row in inserted if row["state"] == "running"] if held else []
+        if starter is not None and held > len(claimed):
+            starter.withdraw(held - len(claimed))  # not due by the database's clock, or a replayed key
+            held = len(claimed)
+        new_keys = {row["idempotency_key"] for row in inserted if row["idempotency_key"]}
+        replayed = [k for k in keys if k not in new_keys]
+        by_key: dict[str, dict[str, Any]] = {row["idempotency_key"]: row for row in inserted
+                                             if row["idempotency_key"]}
         if replayed:
             _refuse_a_different_body(cur, items, chosen, replayed)
             cur.execute(f"{SELECT} WHERE e.idempotency_key = ANY(%s::text[])", (replayed,))
             for row in cur.fetchall():
                 by_key[row["idempotency_key"]] = row
     except BaseException:
-        if starter is not None and claimed:
-            starter.withdraw(len(claimed))
+        if starter is not None and held:
+            starter.withdraw(held)
         raise
+    finally:
+        plain.close()
     # The rows come back in input order (ORDER BY v.n); keyed items are matched by key.
     fresh = iter(row for row in inserted if not row["idempotency_key"])
     result = []
