@@ -110,8 +110,7 @@ class Dispatcher(Role):
         request had written its answer (W3). The others go to the worker pool through this role's thread. Once a
         stop has begun they are given back uncounted, like any claimed attempt that had not started."""
         rows = [queries.claimed_at_creation(event, callback) for event, callback in created]
-        inline = [row for row in rows if Kinds.runs_inline(row.kind, row.target)]
-        pooled = [row for row in rows if not Kinds.runs_inline(row.kind, row.target)]
+        inline, pooled = _split_inline(rows)
         with self._hinted_lock:
             claiming = self.claiming
             if claiming:
@@ -227,10 +226,7 @@ class Dispatcher(Role):
 
     def _accept(self, rows: list[Claimed]) -> None:
         self._audit_started(rows)
-        inline: list[Claimed] = []
-        pooled: list[Claimed] = []
-        for row in rows:
-            (inline if Kinds.runs_inline(row.kind, row.target) else pooled).append(row)
+        inline, pooled = _split_inline(rows)
         if pooled:
             self.pool.submit(pooled)
         if inline:
@@ -267,3 +263,11 @@ class Dispatcher(Role):
         self.runner.give_back(handed + self.pool.drain_queued(), "released: instance shutting down before the "
                                                                  "attempt started")
 
+
+def _split_inline(rows: list[Claimed]) -> tuple[list[Claimed], list[Claimed]]:
+    """(the attempts run inline, the ones for the worker pool), each in claim order."""
+    inline: list[Claimed] = []
+    pooled: list[Claimed] = []
+    for row in rows:
+        (inline if Kinds.runs_inline(row.kind, row.target) else pooled).append(row)
+    return inline, pooled
