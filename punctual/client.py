@@ -59,7 +59,7 @@ class Client:
         self.retries = retries
         self.backoff = backoff
         # urllib3's own retries and redirects are off: what may be repeated is decided in _call, per request.
-        self.pool = pool or urllib3.PoolManager(maxsize=4, retries=False, timeout=urllib3.Timeout(total=timeout))
+        self.pool = pool or urllib3.PoolManager(maxsize=4, retries=False)
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
@@ -126,7 +126,8 @@ class Client:
         while True:
             attempt += 1
             try:
-                response = self.pool.request(method, self.url + path, body=data, headers=sent, redirect=False)
+                response = self.pool.request(method, self.url + path, body=data, headers=sent, redirect=False,
+                                             retries=False, timeout=self.timeout)
             except TransportError as exc:
                 # The request may have been done and only its answer lost: repeat only what cannot double.
                 if not safe or attempt > self.retries:
