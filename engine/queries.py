@@ -189,6 +189,11 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
     as one JSON document (written by orjson, read by json_to_recordset): psycopg2 adapted seven
     arrays element by element, the completer's largest cost (W4); only what the audit line
     needs comes back. A result travels wrapped in an array, so a null result stays a jsonb null.
+
+    The worker travels in the document too, not as a constant: compared with a constant, the planner
+    estimated one running row of ours (no statistics on `worker`) and chose a nested loop that compared
+    every running row with every outcome, quadratic in the batch (25 of the statement's 50 µs per event at
+    256 per batch, bench/RESULTS.md); against the document's column it hashes the outcomes instead.
     """
     if not outcomes:
         return []
@@ -207,16 +212,16 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
                lease_until = NULL,
                updated_at = clock_timestamp()
            FROM json_to_recordset(%(outcomes)s::json)
-                AS v(id bigint, attempt int, ok boolean, result jsonb, error text, delay float8, started float8),
+                AS v(id bigint, attempt int, worker text, ok boolean, result jsonb, error text, delay float8,
+                     started float8),
                 callbacks c
-           WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = %(worker)s
+           WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = v.worker
              AND c.id = e.callback_id
            RETURNING e.id, c.name AS callback, e.attempts, e.state, e.last_error, e.finished_at,
                      e.scheduled_for AS next_run""",
-        {"outcomes": jsonsafe.dumps([{"id": o.event_id, "attempt": o.attempt, "ok": o.ok,
+        {"outcomes": jsonsafe.dumps([{"id": o.event_id, "attempt": o.attempt, "worker": worker, "ok": o.ok,
                                       "result": [o.result] if o.ok else None, "error": o.error,
-                                      "delay": o.retry_delay, "started": o.started} for o in outcomes]),
-         "worker": worker},
+                                      "delay": o.retry_delay, "started": o.started} for o in outcomes])},
         Recorded,
     )
 
