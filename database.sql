@@ -91,8 +91,9 @@ CREATE INDEX events_claim_idx ON events (priority DESC, scheduled_for, id) WHERE
 CREATE INDEX events_lease_idx ON events (lease_until) WHERE state = 'running';
 -- A repeated idempotency key finds its first event. Only events that have a key have an entry (migration 0014).
 CREATE UNIQUE INDEX events_idempotency_key_idx ON events (idempotency_key) WHERE idempotency_key IS NOT NULL;
--- Listing: by state or by callback, newest first.
-CREATE INDEX events_state_id_idx ON events (state, id);
+-- Listing: by state or by callback, newest first. Running events are read through events_lease_idx and finished
+-- ones by walking the primary key (migration 0015 says why).
+CREATE INDEX events_state_id_idx ON events (state, id) WHERE state NOT IN ('running', 'finished');
 CREATE INDEX events_callback_id_idx ON events (callback_id, id);
 -- A later kafka-message-scheduler message finds the pending event of its key (only those events have one: the
 -- others add no entry here).
