@@ -174,7 +174,7 @@ BEGIN
     WITH changed AS MATERIALIZED (
         SELECT n.id, n.callback_id, n.state, n.attempts, n.worker, n.last_error, n.result, n.scheduled_for,
                n.finished_at, n.source, n.started_at, o.state = 'running' AND n.attempts >= o.attempts AS attempt_ended,
-               o.state IS DISTINCT FROM n.state AS moved
+               o.state IS DISTINCT FROM n.state AS moved, o.state = 'scheduled' AND n.state = 'running' AS claimed
         FROM new_rows n JOIN old_rows o USING (id)
         WHERE o.state IS DISTINCT FROM n.state OR o.scheduled_for IS DISTINCT FROM n.scheduled_for
     ), history AS (
@@ -204,7 +204,13 @@ BEGIN
                    'op', 'UPDATE', 'ids', array_agg(id ORDER BY id), 'states', array_agg(state ORDER BY id),
                    'at', array_agg((extract(epoch FROM scheduled_for) * 1000000)::bigint ORDER BY id))::text)
         FROM (SELECT id, state, scheduled_for, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk
-              FROM changed) AS r
+              FROM changed
+              -- A claim is told only while a live page is open somewhere (see punctual_flags): no timer waits on it
+              -- (an armed timer of a claimed event finds it claimed), and a listener cost more per event than the
+              -- claim itself (migration 0016).
+              WHERE NOT claimed
+                 OR EXISTS (SELECT 1 FROM punctual_flags WHERE name = 'live' AND set_at > now() - interval '45 seconds')
+              ) AS r
         GROUP BY chunk) AS chunks;
     RETURN NULL;
 END;
@@ -279,7 +285,9 @@ CREATE INDEX outbox_unsent_idx ON outbox (id) WHERE sent_at IS NULL;
 
 -- Switches shared by all instances. 'outbox' is set by an instance whose Kafka bridge is on: until
 -- then no outbox rows are written, so a deployment without Kafka never accumulates them. (Stopped
--- using Kafka for good? DELETE FROM punctual_flags WHERE name = 'outbox'.)
+-- using Kafka for good? DELETE FROM punctual_flags WHERE name = 'outbox'.) 'live' is set again every
+-- few seconds by each instance while it has a live page open (GET /stream): while it is fresh, claims
+-- are notified too, so the pages show events running.
 CREATE TABLE punctual_flags (
     name   text PRIMARY KEY,
     set_at timestamptz NOT NULL DEFAULT now()

@@ -134,19 +134,26 @@ def sse(event: str, data: str) -> str:
 
 def stream(broadcaster: Broadcaster, subscription: Subscription, alive: Callable[[], bool],
            disconnected: Callable[[], bool], encode: Callable[[Any], str],
-           heartbeat_seconds: float = 15.0, tick: float = 1.0) -> Iterator[bytes]:
+           heartbeat_seconds: float = 15.0, tick: float = 1.0,
+           watching: Callable[[], None] = lambda: None, watching_seconds: float = 15.0) -> Iterator[bytes]:
     """The body of one SSE answer: hello, then changes/resync messages, a comment as heartbeat, and a
-    "bye" when the server stops (the browser reconnects by itself, to this or another instance)."""
+    "bye" when the server stops (the browser reconnects by itself, to this or another instance).
+
+    `watching` is called every `watching_seconds` while the stream is open (the caller calls it once before):
+    it tells every instance that a page is open, so claims are notified too (controllers.live)."""
     try:
         # retry: how long the browser waits before reconnecting after the stream ends.
         yield f"retry: 2000\n{sse('hello', encode({'subscribers': broadcaster.count}))}".encode()
-        quiet_since = time.monotonic()
+        quiet_since = watched_at = time.monotonic()
         while True:
             if broadcaster.closed.is_set() or subscription.closed.is_set() or not alive():
                 yield sse("bye", "{}").encode()
                 return
             if disconnected():
                 return
+            if time.monotonic() - watched_at >= watching_seconds:
+                watched_at = time.monotonic()
+                watching()
             message = subscription.next(tick)
             if message is None:
                 if time.monotonic() - quiet_since >= heartbeat_seconds:

@@ -9,6 +9,7 @@ from flask_openapi3 import Tag
 from pydantic import BaseModel
 
 import streams
+from controllers import live
 from errors import Unavailable
 from routes import ERRORS, Blueprint, answer, needs, services
 
@@ -53,10 +54,13 @@ def stream():
     if subscription is None:
         raise Unavailable(f"too many live pages open ({hub.max_subscribers}); this page will poll instead",
                           {"limit": hub.max_subscribers})
-    engine = services().engine
+    engine, db = services().engine, services().db
+    # Before the page reads anything: from here on every instance notifies claims too (controllers.live).
+    live.watching(db)
     disconnected = request.environ.get("waitress.client_disconnected") or (lambda: False)
     body = streams.stream(hub, subscription, alive=lambda: engine.started, disconnected=disconnected,
-                          encode=lambda value: json.dumps(value, separators=(",", ":")))
+                          encode=lambda value: json.dumps(value, separators=(",", ":")),
+                          watching=lambda: live.watching(db), watching_seconds=live.REFRESH_SECONDS)
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # a proxy (nginx) must pass messages through at once

@@ -143,6 +143,27 @@ def test_the_stream_pushes_a_change_within_a_second_and_refuses_pages_beyond_its
         second.close()
 
 
+
+def test_an_open_page_sees_events_running_because_it_tells_every_instance_to_notify_claims(start_app, db_url):
+    app = start_app(**APP_ENV)
+    sql(db_url, "INSERT INTO callbacks (name, kind, target) VALUES ('Sleeper', 'python', 'sleep')")
+    assert sql(db_url, "SELECT count(*) AS n FROM punctual_flags WHERE name = 'live'")[0]["n"] == 0
+    response = requests.get(app.url + "/stream", stream=True, timeout=10)
+    try:
+        read_messages(response, lambda m: m[-1][0] == "hello")
+        fresh = sql(db_url, "SELECT set_at > now() - interval '10 seconds' AS fresh FROM punctual_flags "
+                            "WHERE name = 'live'")
+        assert fresh == [{"fresh": True}]
+        event = requests.post(app.url + "/events", json={"callback": "Sleeper", "payload": {"seconds": 1}}).json()
+
+        def seen(state: str):
+            return lambda m: any(e == "changes" and any(c["id"] == event["id"] and c["state"] == state
+                                                        for c in json.loads(d)) for e, d in m)
+        read_messages(response, seen("running"))
+        read_messages(response, seen("finished"))
+    finally:
+        response.close()
+
 def test_a_stop_ends_open_streams_and_the_app_exits_cleanly(start_app):
     app = start_app(**APP_ENV)
     response = requests.get(app.url + "/stream", stream=True, timeout=20)

@@ -277,6 +277,38 @@ def test_one_statement_over_250_rows_records_every_change_and_notifies_in_chunks
     assert {r["state"]: r["n"] for r in rows} == {"scheduled": 150, "cancelled": 150}
 
 
+
+def test_a_claim_is_notified_only_while_a_live_page_is_open_and_outcomes_always(db_url):
+    """Claims serve only live pages (a timer of a claimed event finds it claimed), so they are notified only while
+    the 'live' flag is fresh; the attempt's end, like every other change, is notified whatever the flag says."""
+    cb = make_callback(db_url, "Pooled", "thread_pooled")
+    ids = [r["id"] for r in sql(db_url, "INSERT INTO events (callback_id) SELECT %s FROM generate_series(1, 3) "
+                                        "RETURNING id", (cb,))]
+    claim = "UPDATE events SET state = 'running', attempts = attempts + 1, worker = 'w', started_at = now(), " \
+            "lease_until = now() + interval '1 minute' WHERE id = %s"
+    finish = "UPDATE events SET state = 'finished', finished_at = now(), lease_until = NULL WHERE id = %s"
+
+    def states_notified(statement: str, event_id: int) -> list[str]:
+        spy = _listen(db_url)
+        try:
+            sql(db_url, statement, (event_id,))
+            payloads = _drain(spy, time.monotonic() + 1.5)
+        finally:
+            spy.close()
+        return [h.state for p in payloads for h in parse_notification(p).values() if h is not None]
+
+    assert states_notified(claim, ids[0]) == []  # no page open: the claim is silent
+    assert states_notified(finish, ids[0]) == ["finished"]
+    sql(db_url, "INSERT INTO punctual_flags (name, set_at) VALUES ('live', now() - interval '1 minute')")
+    assert states_notified(claim, ids[1]) == []  # a page closed a minute ago: still silent
+    sql(db_url, "UPDATE punctual_flags SET set_at = now() WHERE name = 'live'")
+    assert states_notified(claim, ids[2]) == ["running"]
+    assert states_notified(finish, ids[2]) == ["finished"]
+    # The history is the same either way: one row per creation and one per attempt, none for a claim.
+    rows = sql(db_url, "SELECT event_id, state FROM event_history WHERE event_id = ANY(%s) ORDER BY id", (ids,))
+    assert [(r["event_id"], r["state"]) for r in rows] == [(i, "scheduled") for i in ids] + \
+        [(ids[0], "finished"), (ids[2], "finished")]
+
 # -- planner statistics after a burst ----------------------------------------------------------
 
 def test_a_full_and_slow_claim_refreshes_the_planner_statistics_once_per_interval(db, db_url):
