@@ -80,8 +80,9 @@ _INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority,
               RETURNING callback_id, {", ".join(_COLUMNS)}"""
 # The same, when the starter reserved some of the events (see Starter): those of them due by the database's clock are
 # inserted claimed, running, their first attempt started, held by the worker under a lease, as the engine's claim
-# would leave them (engine/queries.py _CLAIM). A statement of its own: the two arrays it adds cost a batch that
-# claims nothing about 5% of W1.
+# would leave them (engine/queries.py _CLAIM); but only while no other due event waits (manual ones, which wait for
+# a person, aside), so none is run before an event that was due first: the claim would have taken that one first.
+# A statement of its own: the two arrays it adds cost a batch that claims nothing about 5% of W1.
 _INSERT_CLAIMING = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority, max_attempts, idempotency_key,
                                 idempotency_fingerprint, source, state, attempts, worker, started_at, lease_until)
               SELECT v.callback_id, v.payload::jsonb, v.due, v.priority, v.max_attempts, v.idempotency_key,
@@ -90,7 +91,10 @@ _INSERT_CLAIMING = f"""INSERT INTO events (callback_id, payload, scheduled_for, 
                      CASE WHEN v.claimed THEN %(worker)s::text END, CASE WHEN v.claimed THEN clock_timestamp() END,
                      CASE WHEN v.claimed THEN clock_timestamp() + make_interval(secs => v.lease) END
               FROM (SELECT u.*, COALESCE(u.scheduled_for, now()) AS due,
-                           u.claim AND COALESCE(u.scheduled_for, now()) <= now() AS claimed
+                           u.claim AND COALESCE(u.scheduled_for, now()) <= now() AND NOT EXISTS (
+                               SELECT 1 FROM events w JOIN callbacks wc ON wc.id = w.callback_id
+                               WHERE w.state = 'scheduled' AND w.scheduled_for <= now() AND wc.kind <> 'manual'
+                           ) AS claimed
                     FROM unnest(%(callback_ids)s::bigint[], %(payloads)s::text[], %(times)s::timestamptz[],
                                 %(priorities)s::int[], %(max_attempts)s::int[], %(keys)s::text[],
                                 %(fingerprints)s::text[], %(claim)s::boolean[], %(leases)s::float8[])
@@ -115,7 +119,11 @@ class Starter(Protocol):
     @property
     def lease_grace(self) -> float: ...
 
-    def reserve(self, count: int) -> bool: ...
+    def runs_inline(self, kind: str, target: str) -> bool: ...
+
+    def admit(self, count: int) -> None: ...
+
+    def reserve(self, pooled: int, inline: list[int]) -> bool: ...
 
     def hand_over(self, claimed: list[tuple[dict[str, Any], dict[str, Any]]]) -> None: ...
 
@@ -127,6 +135,7 @@ class _Inserted:
     result: list[tuple[dict[str, Any], bool]]
     # (event, its callback's row) for each event inserted claimed, reserved with the starter until handed over.
     claimed: list[tuple[dict[str, Any], dict[str, Any]]]
+    held: int = 0  # how many of them are pooled claims, counted as held by the starter (see Starter.withdraw)
 
 
 def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> list[tuple[dict[str, Any], bool]]:
@@ -165,26 +174,32 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
         "fingerprints": [_fingerprint(item, row["id"]) if item.idempotency_key else None
                          for item, row in zip(items, chosen)],
     }
-    # `held`: reserved with the starter and not yet given back; all given back if anything below fails.
-    statement, held = _INSERT_PREPARED, 0
+    # `held`: pooled claims reserved with the starter and not yet given back; all given back if anything below fails.
+    statement, held, claiming = _INSERT_PREPARED, 0, False
+    inline: dict[int, bool] = {}  # callback id -> whether its attempts run inline (in this request, once claimed)
     if starter is not None:
         # Due by this clock (the statement checks again by the database's) and not for a person to claim.
         now = datetime.now(timezone.utc)
         claim = [row["kind"] != "manual" and (item.scheduled_for is None or item.scheduled_for <= now)
                  for item, row in zip(items, chosen)]
-        wanted = sum(claim)
-        if wanted and starter.reserve(wanted):
-            statement, held = _INSERT_CLAIMING_PREPARED, wanted
+        inline = {row["id"]: starter.runs_inline(row["kind"], row["target"]) for row in callbacks.values()}
+        pooled = sum(1 for wanted, row in zip(claim, chosen) if wanted and not inline[row["id"]])
+        quick = [row["id"] for wanted, row in zip(claim, chosen) if wanted and inline[row["id"]]]
+        if (pooled or quick) and starter.reserve(pooled, quick):
+            statement, held, claiming = _INSERT_CLAIMING_PREPARED, pooled, True
             params.update(worker=starter.worker, claim=claim,
                           leases=[row["timeout_seconds"] + starter.lease_grace for row in chosen])
     plain = cur.connection.cursor()
     try:
         statement.execute(plain, params)
         inserted = [_event_row(values, names) for values in plain.fetchall()]
-        claimed = [(row, callbacks[row["callback"]]) for row in inserted if row["state"] == "running"] if held else []
-        if starter is not None and held > len(claimed):
-            starter.withdraw(held - len(claimed))  # not due by the database's clock, or a replayed key
-            held = len(claimed)
+        claimed = [(row, callbacks[row["callback"]]) for row in inserted if row["state"] == "running"] \
+            if claiming else []
+        made = sum(1 for _, callback in claimed if not inline[callback["id"]])
+        if starter is not None and held > made:
+            # Not due by the database's clock, another due event waits, or a replayed key.
+            starter.withdraw(held - made)
+            held = made
         new_keys = {row["idempotency_key"] for row in inserted if row["idempotency_key"]}
         replayed = [k for k in keys if k not in new_keys]
         by_key: dict[str, dict[str, Any]] = {row["idempotency_key"]: row for row in inserted
@@ -208,7 +223,7 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
             result.append((by_key[item.idempotency_key], item.idempotency_key in new_keys))
         else:
             result.append((next(fresh), True))
-    return _Inserted(result, claimed)
+    return _Inserted(result, claimed, held)
 
 
 def _fingerprint(item: EventCreate, callback_id: int) -> str:
@@ -255,6 +270,8 @@ def create_events(db: Database, items: list[EventCreate], source: str = "api",
     new events behind. A callback deleted between the lookup and the insert fails the insert on the foreign
     key, answered like any unknown callback.
     """
+    if starter is not None:
+        starter.admit(len(items))  # before the transaction: a wait holds no connection
     try:
         result, claimed = _insert_and_claim(db, items, source, starter)
     except psycopg2.errors.ForeignKeyViolation:
@@ -271,11 +288,11 @@ def _insert_and_claim(db: Database, items: list[EventCreate], source: str,
                                                           list[tuple[dict[str, Any], dict[str, Any]]]]:
     """One transaction: the events (those the starter reserved inserted claimed) and their audit lines. A claim
     whose transaction does not commit is withdrawn: it never was."""
-    claimed: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    held = 0
     try:
         with db.transaction() as cur:
             inserted = _insert(cur, items, source, starter)
-            claimed = inserted.claimed
+            held = inserted.held
             with audit.batch():
                 for event, created in inserted.result:
                     if created:
@@ -285,10 +302,10 @@ def _insert_and_claim(db: Database, items: list[EventCreate], source: str,
                         audit.record("event_created", event, source=source, scheduled_for=event["scheduled_for"],
                                      **as_created)
     except BaseException:
-        if starter is not None and claimed:
-            starter.withdraw(len(claimed))
+        if starter is not None and held:
+            starter.withdraw(held)
         raise
-    return inserted.result, claimed
+    return inserted.result, inserted.claimed
 
 
 def create_event(db: Database, item: EventCreate, source: str = "api",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Optional
 
 import audit
@@ -38,6 +39,7 @@ class Completer(Role):
         self._on_written = on_written  # the dispatcher may be waiting for the backlog to shrink
         self._pending: list[Outcome] = []
         self._draining = threading.Event()
+        self._written = threading.Condition()  # notified after each batch is written (see wait_below)
 
     def describe(self) -> str:
         return f"batches of up to {MAX_BATCH}"
@@ -49,6 +51,17 @@ class Completer(Role):
 
     def put(self, outcome: Outcome) -> None:
         self.outcomes.put(outcome)
+
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) until at most `limit` outcomes wait to be written; whether they do."""
+        deadline = time.monotonic() + timeout
+        with self._written:
+            while self.backlog > limit:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.alive:
+                    return False
+                self._written.wait(min(left, 0.1))
+        return True
 
     def run_once(self) -> None:
         if not self._pending:
@@ -65,6 +78,8 @@ class Completer(Role):
                 break
         self._write_each(self._pending)  # raises on a database outage: the batch stays pending and is retried
         self._pending = []
+        with self._written:
+            self._written.notify_all()
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Write what is queued, then stop: the engine stops the completer after every attempt ended. A database

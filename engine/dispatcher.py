@@ -30,6 +30,17 @@ from engine.role import Role
 from engine.running import Runner
 from engine.workers import WorkerPool
 
+# Attempts of inline handlers a creating request may run itself (see reserve): a batch of the API's largest size.
+INLINE_AT_CREATION = 1000
+# A handler declared inline whose runs took longer than this on average is not run by creating requests: it would
+# hold the answer of a batch up for seconds.
+INLINE_AT_CREATION_MEAN = 0.001
+# Outcomes waiting for the completer above which a creating request first waits, up to ADMIT_SECONDS, for the
+# backlog to come down (two of the completer's batches, see admit); past five times that (a completer that cannot
+# keep up even so), creating requests run nothing more themselves: what they run would only pile up unrecorded.
+INLINE_AT_CREATION_BACKLOG = 2 * 1000
+ADMIT_SECONDS = 2.0
+
 
 class Dispatcher(Role):
     name = "dispatcher"
@@ -54,6 +65,8 @@ class Dispatcher(Role):
         # and how many such claims are reserved or handed over but not yet started: they count as held.
         self._handed: list[Claimed] = []
         self._reserved = 0
+        # Inline attempts inserted claimed by a large batch, to run here (see hand_over): not counted as held.
+        self._handed_inline: list[Claimed] = []
         # The last claim of everything due stopped before it ran out of due events: at this instance's capacity,
         # at the completer's backlog, or at the cap of a slow callback. Only then does a freed slot call for a
         # claim (see freed).
@@ -79,53 +92,91 @@ class Dispatcher(Role):
     def lease_grace(self) -> float:
         return self.settings.lease_grace_seconds
 
-    def reserve(self, count: int) -> bool:
-        """Whether `count` new due events may be inserted claimed by this instance, in the transaction that creates
-        them (controllers.events.create_events): when it is idle enough to start them at once. The creator then
-        hands over what it inserted claimed once its transaction commits (hand_over), and withdraws the rest.
+    @staticmethod
+    def runs_inline(kind: str, target: str) -> bool:
+        """Whether an attempt of this callback runs in the thread that holds it (a pure and quick handler), not in
+        the worker pool: one inserted claimed runs in the creating request's thread (see hand_over)."""
+        return Kinds.runs_inline(kind, target)
 
-        Why: an idle instance claims a new due event by id the moment its notification comes (see offer), so
-        claiming it as it is inserted changes nothing of who runs it or in which order; it saves the wait for the
-        notification and the claim's own statement and commit (W3 in bench/RESULTS.md). Reserved attempts count
-        as held until they start, so concurrent creations cannot claim more than the free workers.
+    def reserve(self, pooled: int, inline: list[int]) -> bool:
+        """Whether new due events may be inserted claimed by this instance, in the transaction that creates them
+        (controllers.events.create_events): `pooled` of callbacks that run in the worker pool, and one of `inline`'s
+        callbacks (ids) for each of the others. The creator then hands over what it inserted claimed once its
+        transaction commits (hand_over), and withdraws the pooled ones it did not insert claimed.
+
+        Why: the statement claims them only while no other due event waits (controllers.events), so an instance
+        would claim them next anyway: claiming them as they are inserted changes nothing of who runs them or in
+        which order, and saves the wait for the notification and the claim's own statement, commit and row
+        versions (W1, W3 in bench/RESULTS.md).
+          - Pooled attempts: only a few, when they fit among the free workers; they count as held until they
+            start, so concurrent creations cannot claim more than the free workers.
+          - Inline attempts run in the creating request's thread before it answers, a whole batch of them: no
+            worker is used, so they are not counted as held; but not those of a handler known to be slow, nor while
+            the completer is behind.
         """
         if not self.claiming or self.stopping:
             return False
-        with self._hinted_lock:
-            self._reserved += count
-        if self._few_and_idle(count, reserved=True):
+        if inline and not self._inline_at_creation(inline):
+            return False
+        if not pooled:
             return True
-        self.withdraw(count)
+        with self._hinted_lock:
+            self._reserved += pooled
+        if self._few_and_idle(pooled, reserved=True):
+            return True
+        self.withdraw(pooled)
         return False
 
+    def admit(self, count: int) -> None:
+        """Before a request creates `count` events: wait (bounded) while the completer is too far behind for their
+        inline attempts to be run at creation (see reserve).
+
+        Why wait rather than go the ordinary way: a client creating faster than outcomes are written would push its
+        events into the backlog, and while any due event waits, no new one is claimed at creation (the order), so
+        every later batch would take the slower road too (W1 fell from 14,700 to 8,500 events/s when that
+        happened). Slowing the answer is the backpressure a client can act on; the events are the same."""
+        if self.claiming and not self.stopping:
+            self.completer.wait_below(INLINE_AT_CREATION_BACKLOG - min(count, INLINE_AT_CREATION), ADMIT_SECONDS)
+
+    def _inline_at_creation(self, callbacks: list[int]) -> bool:
+        if len(callbacks) > INLINE_AT_CREATION or self.completer.backlog > 5 * INLINE_AT_CREATION_BACKLOG:
+            return False
+        means = self.pace.means()
+        return all(means.get(cid, 0.0) <= INLINE_AT_CREATION_MEAN for cid in set(callbacks))
+
     def withdraw(self, count: int) -> None:
-        """Reserved claims that were not made, or whose transaction rolled back: they never were."""
+        """Reserved pooled claims that were not made, or whose transaction rolled back: they never were."""
         with self._hinted_lock:
             self._reserved -= count
 
     def hand_over(self, created: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
         """Events inserted claimed (see reserve), committed, with their callbacks' rows: started like this role's own
-        claims, the inline ones (pure and quick, see _run_inline) right here, in the creating request's thread,
-        before it answers. Why here: handed to another thread, an attempt waited for the interpreter until the
-        request had written its answer (W3). The others go to the worker pool through this role's thread. Once a
-        stop has begun they are given back uncounted, like any claimed attempt that had not started."""
+        claims, highest priority first. A few inline ones (pure and quick, see _run_inline) run right here, in the
+        creating request's thread, before it answers: handed to another thread, an attempt waited for the
+        interpreter until the request had written its answer (W3). A batch's inline ones run in this role's thread,
+        so the request answers at once and the client's next batch is inserted while they run (W1); the others go
+        to the worker pool through this role's thread. Once a stop has begun they are given back uncounted, like
+        any claimed attempt that had not started."""
         rows = [queries.claimed_at_creation(event, callback) for event, callback in created]
+        rows.sort(key=lambda row: (-row.priority, row.scheduled_for, row.id))  # as the claim orders them
         inline, pooled = _split_inline(rows)
+        here = inline if len(inline) <= max(1, self.settings.worker_threads // 2) else []
         with self._hinted_lock:
             claiming = self.claiming
             if claiming:
                 self._handed.extend(pooled)
-                self._reserved -= len(inline)
+                if not here:
+                    self._handed_inline.extend(inline)
             else:
-                self._reserved -= len(rows)
+                self._reserved -= len(pooled)
         if not claiming:
             self.runner.give_back(rows, "released: instance shutting down before the attempt started")
             return
-        if pooled:
+        if pooled or not here:
             super().wake()
-        if inline:
-            self._audit_started(inline)
-            self._run_inline(inline)
+        if here:
+            self._audit_started(here)
+            self._run_inline(here)
 
     def wake(self) -> None:
         """Claim everything due now (something is, or may be, due)."""
@@ -149,11 +200,12 @@ class Dispatcher(Role):
             general, self._general = self._general, False
             handed, self._handed = self._handed, []
             self._reserved -= len(handed)
-        if handed:
-            self._accept(handed)
+            handed_inline, self._handed_inline = self._handed_inline, []
+        if handed or handed_inline:
+            self._accept(handed_inline + handed)
         if not hinted:
             # The period ran out, or a wake asked for it; a hand-over alone asks for no claim of everything due.
-            general = general or not handed
+            general = general or not (handed or handed_inline)
         elif self.claiming and self._few_and_idle(len(hinted)):
             claimed = queries.claim_ids(self.db, self.worker, hinted, self.settings.lease_grace_seconds)
             if claimed:
@@ -260,8 +312,9 @@ class Dispatcher(Role):
         with self._hinted_lock:
             handed, self._handed = self._handed, []
             self._reserved -= len(handed)
-        self.runner.give_back(handed + self.pool.drain_queued(), "released: instance shutting down before the "
-                                                                 "attempt started")
+            handed_inline, self._handed_inline = self._handed_inline, []
+        self.runner.give_back(handed_inline + handed + self.pool.drain_queued(),
+                              "released: instance shutting down before the attempt started")
 
 
 def _split_inline(rows: list[Claimed]) -> tuple[list[Claimed], list[Claimed]]:

@@ -34,6 +34,11 @@ class Pace:
         with self._lock:
             self._per_callback[callback_id] = seconds
 
+    def means(self) -> dict[int, float]:
+        """The mean run time of each callback seen so far (seconds), by callback id."""
+        with self._lock:
+            return dict(self._per_callback)
+
     def quick(self) -> list[int]:
         """Callbacks whose attempts finish within the prefetch window: they may take every worker."""
         with self._lock:

@@ -163,8 +163,14 @@ class _StopsBeforeHandOver:
         self.worker = dispatcher.worker
         self.lease_grace = dispatcher.lease_grace
 
-    def reserve(self, count: int) -> bool:
-        return self.dispatcher.reserve(count)
+    def runs_inline(self, kind: str, target: str) -> bool:
+        return self.dispatcher.runs_inline(kind, target)
+
+    def admit(self, count: int) -> None:
+        self.dispatcher.admit(count)
+
+    def reserve(self, pooled: int, inline: list[int]) -> bool:
+        return self.dispatcher.reserve(pooled, inline)
 
     def withdraw(self, count: int) -> None:
         self.dispatcher.withdraw(count)
