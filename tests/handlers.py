@@ -1,6 +1,7 @@
 """Handlers the tests register in app subprocesses (PYTHON_HANDLER_MODULES=tests.handlers)."""
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -56,6 +57,15 @@ def thread_inline(payload: dict[str, Any]) -> str:
     test can stop the engine in the middle of a batch)."""
     time.sleep(float(payload.get("pause", 0)))
     return threading.current_thread().name
+
+
+_RUNS = itertools.count(1)
+
+
+@handler("run_order", inline=True)
+def run_order(payload: dict[str, Any]) -> int:
+    """Declared inline: answers how many attempts of it this process had run, this one included."""
+    return next(_RUNS)
 
 
 @handler("thread_pooled")

@@ -140,6 +140,91 @@ def test_an_idle_instance_starts_what_its_api_creates_without_waiting_for_any_no
         assert actions == ["event_created", "attempt_started", "attempt_succeeded"], actions
 
 
+
+def _claims_at_creation_only(eng: Any) -> None:
+    """No listener, no timer, no claim of everything due: only a claim made by a creating transaction starts an
+    event within the minute (the sweep)."""
+    eng.listener.stop()
+    eng.dispatcher.wake = eng.scheduler._on_due = lambda *_: None
+
+
+def test_a_batch_of_inline_events_is_claimed_as_it_is_created_and_run_highest_priority_first(db, settings, db_url):
+    from app import create_app
+
+    make_callback(db_url, "Order", "run_order")
+    with running_engine(db, settings, sweep_seconds=60) as eng:
+        _claims_at_creation_only(eng)
+        client = create_app(eng.settings, db, eng, eng.metrics).test_client()
+        # More than a request runs in its own thread (half the workers): the dispatcher's thread runs them.
+        priorities = [n % 3 for n in range(3 * eng.settings.worker_threads)]
+        answer = client.post("/events/batch", json={"events": [{"callback": "Order", "priority": p}
+                                                               for p in priorities]})
+        assert answer.status_code == 201
+        events = answer.json["events"]
+        assert {(e["state"], e["attempts"]) for e in events} == {("running", 1)}  # inserted claimed
+        ids = [e["id"] for e in events]
+        done = wait_for(lambda: (rows := sql(db_url, "SELECT id, state, result FROM events WHERE id = ANY(%s)",
+                                             (ids,))) and all(r["state"] == "finished" for r in rows) and rows,
+                        timeout=10, message="the batch to finish")
+        assert eng.dispatcher._reserved == 0
+    ran = sorted(done, key=lambda r: r["result"])
+    # In claim order: highest priority first, then oldest first.
+    expected = sorted(events, key=lambda e: (-e["priority"], e["id"]))
+    assert [r["id"] for r in ran] == [e["id"] for e in expected]
+    for event_id in ids:
+        assert history_per_event(db_url)[event_id] == [("scheduled", 0), ("running", 1), ("finished", 1)]
+
+
+def test_no_event_is_claimed_at_creation_while_an_earlier_due_event_waits(db, settings, db_url):
+    from app import create_app
+
+    pooled = make_callback(db_url, "Pooled", "thread_pooled")
+    manual = sql(db_url, "INSERT INTO callbacks (name, kind, target) VALUES ('Desk', 'manual', '') RETURNING id")[0]["id"]
+    with running_engine(db, settings, sweep_seconds=60) as eng:
+        _claims_at_creation_only(eng)
+        client = create_app(eng.settings, db, eng, eng.metrics).test_client()
+        # A due event waiting for a person does not hold new ones back: it is not the engine's to run.
+        sql(db_url, "INSERT INTO events (callback_id) VALUES (%s)", (manual,))
+        first = client.post("/events/batch", json={"events": [{"callback": "Addition", "payload": {"x": 1, "y": 1}}]})
+        assert first.json["events"][0]["state"] == "running"
+        # A due event the engine has not claimed yet (its notification lost): new ones must not run before it.
+        waiting = sql(db_url, "INSERT INTO events (callback_id) VALUES (%s) RETURNING id", (pooled,))[0]["id"]
+        later = client.post("/events/batch", json={"events": [{"callback": "Addition", "payload": {"x": 1, "y": 2}}
+                                                              for _ in range(20)]})
+        single = client.post("/events", json={"callback": "Pooled"})
+        assert {e["state"] for e in later.json["events"]} == {single.json["state"]} == {"scheduled"}
+        assert eng.dispatcher._reserved == 0
+        assert sql(db_url, "SELECT state FROM events WHERE id = %s", (waiting,))[0]["state"] == "scheduled"
+
+
+def test_a_creating_request_waits_while_the_completer_is_behind_and_never_on_a_stopped_one(db, settings):
+    from engine.completer import Completer
+    from engine.queries import Outcome
+    from metrics import Metrics
+
+    completer = Completer(db, settings, Metrics())
+    for n in range(5):  # outcomes of attempts this instance does not hold: written as nothing, dropped
+        completer.put(Outcome(n, 1, True))
+    began = time.monotonic()
+    assert completer.wait_below(2, timeout=5) is False  # stopped: nothing would come down, so no wait at all
+    assert time.monotonic() - began < 1
+    assert completer.wait_below(5, timeout=0) is True
+    database_answers = threading.Event()
+    write = completer._write_each
+    completer._write_each = lambda outcomes: (database_answers.wait(10), write(outcomes))  # type: ignore[method-assign]
+    completer.start()
+    try:
+        began = time.monotonic()
+        assert completer.wait_below(0, timeout=0.3) is False  # running but behind: waited the whole timeout
+        assert time.monotonic() - began >= 0.3
+        database_answers.set()
+        assert completer.wait_below(0, timeout=5) is True  # the backlog was written
+        assert completer.backlog == 0
+    finally:
+        database_answers.set()
+        completer.stop()
+
+
 def test_a_claim_made_at_creation_is_given_back_uncounted_if_the_instance_stops_before_starting_it(
         db, settings, db_url):
     from controllers.events import create_event
