@@ -159,7 +159,7 @@ BEGIN
                    'op', 'INSERT', 'ids', array_agg(id ORDER BY id), 'states', array_agg(state ORDER BY id),
                    'at', array_agg((extract(epoch FROM scheduled_for) * 1000000)::bigint ORDER BY id))::text)
         FROM (SELECT id, state, scheduled_for, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk
-              FROM new_rows) AS r
+              FROM new_rows WHERE state <> 'running' OR punctual_watched()) AS r
         GROUP BY chunk) AS chunks;
     RETURN NULL;
 END;
@@ -177,7 +177,10 @@ BEGIN
     WITH changed AS MATERIALIZED (
         SELECT n.id, n.callback_id, n.state, n.attempts, n.worker, n.last_error, n.result, n.scheduled_for,
                n.finished_at, n.source, n.started_at, o.state = 'running' AND n.attempts >= o.attempts AS attempt_ended,
-               o.state IS DISTINCT FROM n.state AS moved, o.state = 'scheduled' AND n.state = 'running' AS claimed
+               o.state IS DISTINCT FROM n.state AS moved,
+               -- A claim, or an attempt's final outcome: only a live page needs to hear of it (punctual_watched).
+               (o.state = 'scheduled' AND n.state = 'running') OR (o.state = 'running' AND n.state IN ('finished', 'failed'))
+                   AS for_pages
         FROM new_rows n JOIN old_rows o USING (id)
         WHERE o.state IS DISTINCT FROM n.state OR o.scheduled_for IS DISTINCT FROM n.scheduled_for
     ), history AS (
@@ -207,13 +210,7 @@ BEGIN
                    'op', 'UPDATE', 'ids', array_agg(id ORDER BY id), 'states', array_agg(state ORDER BY id),
                    'at', array_agg((extract(epoch FROM scheduled_for) * 1000000)::bigint ORDER BY id))::text)
         FROM (SELECT id, state, scheduled_for, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk
-              FROM changed
-              -- A claim is told only while a live page is open somewhere (see punctual_flags): no timer waits on it
-              -- (an armed timer of a claimed event finds it claimed), and a listener cost more per event than the
-              -- claim itself (migration 0016).
-              WHERE NOT claimed
-                 OR EXISTS (SELECT 1 FROM punctual_flags WHERE name = 'live' AND set_at > now() - interval '45 seconds')
-              ) AS r
+              FROM changed WHERE NOT for_pages OR punctual_watched()) AS r
         GROUP BY chunk) AS chunks;
     RETURN NULL;
 END;
@@ -289,12 +286,22 @@ CREATE INDEX outbox_unsent_idx ON outbox (id) WHERE sent_at IS NULL;
 -- Switches shared by all instances. 'outbox' is set by an instance whose Kafka bridge is on: until
 -- then no outbox rows are written, so a deployment without Kafka never accumulates them. (Stopped
 -- using Kafka for good? DELETE FROM punctual_flags WHERE name = 'outbox'.) 'live' is set again every
--- few seconds by each instance while it has a live page open (GET /stream): while it is fresh, claims
--- are notified too, so the pages show events running.
+-- 15 seconds by each instance while it has a live page open (GET /stream): while it is fresh, claims
+-- and attempts' final outcomes are notified too, for the pages (see punctual_watched).
 CREATE TABLE punctual_flags (
     name   text PRIMARY KEY,
     set_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Whether a live page is open somewhere (the 'live' flag, set again every 15 seconds by each instance with an open
+-- GET /stream; see punctual_flags). Changes only a live page needs (a claim, an attempt's final outcome, an event
+-- inserted claimed) are notified only then: no timer needs them (a timer of an event claimed or ended elsewhere
+-- finds it so, by its primary key), and under load the instances spent more on those notifications than on the
+-- changes themselves (migration 0016).
+CREATE FUNCTION punctual_watched() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM punctual_flags WHERE name = 'live' AND set_at > now() - interval '45 seconds')
+$$;
 
 -- Schedules (DESIGN.md "Schedules"): a schedule makes an ordinary event of its callback at each occurrence of
 -- its rule; the event carries schedule_id, source 'schedule' and idempotency_key 'schedule:<id>:<instant>', whose

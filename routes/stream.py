@@ -55,8 +55,9 @@ def stream():
         raise Unavailable(f"too many live pages open ({hub.max_subscribers}); this page will poll instead",
                           {"limit": hub.max_subscribers})
     engine, db = services().engine, services().db
-    # Before the page reads anything: from here on every instance notifies claims too (controllers.live).
-    live.watching(db)
+    # Before the page reads anything: from here on every instance notifies claims and final outcomes too
+    # (controllers.live).
+    live.watching(db, settle=live.SETTLE_SECONDS)
     disconnected = request.environ.get("waitress.client_disconnected") or (lambda: False)
     body = streams.stream(hub, subscription, alive=lambda: engine.started, disconnected=disconnected,
                           encode=lambda value: json.dumps(value, separators=(",", ":")),

@@ -369,36 +369,69 @@ def test_one_statement_over_250_rows_records_every_change_and_notifies_in_chunks
 
 
 
-def test_a_claim_is_notified_only_while_a_live_page_is_open_and_outcomes_always(db_url):
-    """Claims serve only live pages (a timer of a claimed event finds it claimed), so they are notified only while
-    the 'live' flag is fresh; the attempt's end, like every other change, is notified whatever the flag says."""
+def test_claims_and_final_outcomes_are_notified_only_while_a_live_page_is_open(db_url):
+    """A claim, an attempt's final outcome and an event inserted claimed serve only live pages (a timer of an event
+    claimed or ended elsewhere finds it so), so they are notified only while the 'live' flag is fresh; a retry, like
+    every change made from outside, is notified whatever the flag says."""
     cb = make_callback(db_url, "Pooled", "thread_pooled")
     ids = [r["id"] for r in sql(db_url, "INSERT INTO events (callback_id) SELECT %s FROM generate_series(1, 3) "
                                         "RETURNING id", (cb,))]
     claim = "UPDATE events SET state = 'running', attempts = attempts + 1, worker = 'w', started_at = now(), " \
             "lease_until = now() + interval '1 minute' WHERE id = %s"
     finish = "UPDATE events SET state = 'finished', finished_at = now(), lease_until = NULL WHERE id = %s"
+    retry = "UPDATE events SET state = 'scheduled', scheduled_for = now() + interval '1 hour', lease_until = NULL " \
+            "WHERE id = %s"
+    inserted_claimed = "INSERT INTO events (callback_id, state, attempts, worker, started_at, lease_until) " \
+                       "VALUES (%s, 'running', 1, 'w', now(), now() + interval '1 minute')"
 
-    def states_notified(statement: str, event_id: int) -> list[str]:
+    def states_notified(statement: str, value: int) -> list[str]:
         spy = _listen(db_url)
         try:
-            sql(db_url, statement, (event_id,))
+            sql(db_url, statement, (value,))
             payloads = _drain(spy, time.monotonic() + 1.5)
         finally:
             spy.close()
         return [h.state for p in payloads for h in parse_notification(p).values() if h is not None]
 
-    assert states_notified(claim, ids[0]) == []  # no page open: the claim is silent
-    assert states_notified(finish, ids[0]) == ["finished"]
+    # No page open: silent but for the retry.
+    assert states_notified(claim, ids[0]) == []
+    assert states_notified(finish, ids[0]) == []
+    assert states_notified(claim, ids[1]) == []
+    assert states_notified(retry, ids[1]) == ["scheduled"]
+    assert states_notified(inserted_claimed, cb) == []
     sql(db_url, "INSERT INTO punctual_flags (name, set_at) VALUES ('live', now() - interval '1 minute')")
-    assert states_notified(claim, ids[1]) == []  # a page closed a minute ago: still silent
+    assert states_notified(claim, ids[2]) == []  # a page closed a minute ago: still silent
     sql(db_url, "UPDATE punctual_flags SET set_at = now() WHERE name = 'live'")
-    assert states_notified(claim, ids[2]) == ["running"]
     assert states_notified(finish, ids[2]) == ["finished"]
-    # The history is the same either way: one row per creation and one per attempt, none for a claim.
+    assert states_notified(claim, ids[1]) == ["running"]
+    assert states_notified(inserted_claimed, cb) == ["running"]
+    # The history is the same either way: one row per creation and one per attempt's end, none for a claim.
     rows = sql(db_url, "SELECT event_id, state FROM event_history WHERE event_id = ANY(%s) ORDER BY id", (ids,))
     assert [(r["event_id"], r["state"]) for r in rows] == [(i, "scheduled") for i in ids] + \
-        [(ids[0], "finished"), (ids[2], "finished")]
+        [(ids[0], "finished"), (ids[1], "scheduled"), (ids[2], "finished")]
+
+
+def test_a_page_opening_waits_for_transactions_that_began_before_it_could_be_known(db, db_url):
+    """Such a transaction may have read the flag before it was set: what it changes would never reach the page."""
+    from controllers import live
+
+    began = time.monotonic()
+    live.watching(db, settle=2.0)
+    assert time.monotonic() - began < 1.0  # nothing older running: no wait
+    older = psycopg2.connect(db_url)
+    try:
+        with older.cursor() as cur:
+            cur.execute("SELECT 1")  # a transaction begun (and left open) before the page opens
+        ended = threading.Timer(0.5, older.commit)
+        ended.start()
+        began = time.monotonic()
+        live.watching(db, settle=5.0)
+        assert 0.4 <= time.monotonic() - began < 4.0  # until it ended, not the whole settle
+        ended.join()
+    finally:
+        older.close()
+    fresh = sql(db_url, "SELECT set_at > now() - interval '10 seconds' AS fresh FROM punctual_flags WHERE name = 'live'")
+    assert fresh == [{"fresh": True}]
 
 # -- planner statistics after a burst ----------------------------------------------------------
 
