@@ -12,7 +12,7 @@
 -- inserted claimed) are notified only then: no timer needs them (a timer of an event claimed or ended elsewhere
 -- finds it so, by its primary key), and under load the instances spent more on those notifications than on the
 -- changes themselves (migration 0016).
-CREATE FUNCTION punctual_watched() RETURNS boolean
+CREATE OR REPLACE FUNCTION punctual_watched() RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT 1 FROM punctual_flags WHERE name = 'live' AND set_at > now() - interval '45 seconds')
 $$;
