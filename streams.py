@@ -140,7 +140,7 @@ def stream(broadcaster: Broadcaster, subscription: Subscription, alive: Callable
     "bye" when the server stops (the browser reconnects by itself, to this or another instance).
 
     `watching` is called every `watching_seconds` while the stream is open (the caller calls it once before):
-    it tells every instance that a page is open, so claims are notified too (controllers.live)."""
+    it tells every instance that a page is open, so claims and final outcomes are notified too (controllers.live)."""
     try:
         # retry: how long the browser waits before reconnecting after the stream ends.
         yield f"retry: 2000\n{sse('hello', encode({'subscribers': broadcaster.count}))}".encode()

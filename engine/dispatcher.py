@@ -20,7 +20,7 @@ import audit
 from config import Settings
 from db import Database
 from engine import queries
-from engine.completer import Completer
+from engine.completer import MAX_BATCH, Completer
 from engine.inflight import Inflight
 from engine.kinds import Kinds
 from engine.pace import Pace
@@ -30,15 +30,15 @@ from engine.role import Role
 from engine.running import Runner
 from engine.workers import WorkerPool
 
-# Attempts of inline handlers a creating request may run itself (see reserve): a batch of the API's largest size.
-INLINE_AT_CREATION = 1000
-# A handler declared inline whose runs took longer than this on average is not run by creating requests: it would
-# hold the answer of a batch up for seconds.
+# Attempts of inline handlers one creating request may insert claimed (see reserve): one batch of the completer's.
+INLINE_AT_CREATION = MAX_BATCH
+# A handler declared inline whose runs took longer than this on average is not claimed at creation: a batch of it
+# would hold this instance's dispatcher for seconds.
 INLINE_AT_CREATION_MEAN = 0.001
 # Outcomes waiting for the completer above which a creating request first waits, up to ADMIT_SECONDS, for the
 # backlog to come down (two of the completer's batches, see admit); past five times that (a completer that cannot
-# keep up even so), creating requests run nothing more themselves: what they run would only pile up unrecorded.
-INLINE_AT_CREATION_BACKLOG = 2 * 1000
+# keep up even so), nothing more is claimed at creation: what it ran would only pile up unrecorded.
+INLINE_AT_CREATION_BACKLOG = 2 * MAX_BATCH
 ADMIT_SECONDS = 2.0
 
 
@@ -110,9 +110,9 @@ class Dispatcher(Role):
         versions (W1, W3 in bench/RESULTS.md).
           - Pooled attempts: only a few, when they fit among the free workers; they count as held until they
             start, so concurrent creations cannot claim more than the free workers.
-          - Inline attempts run in the creating request's thread before it answers, a whole batch of them: no
-            worker is used, so they are not counted as held; but not those of a handler known to be slow, nor while
-            the completer is behind.
+          - Inline attempts, a whole batch of them, run in the creating request's thread or this role's (see
+            hand_over): no worker is used, so they are not counted as held; but not those of a handler known to be
+            slow, nor while the completer is far behind.
         """
         if not self.claiming or self.stopping:
             return False
@@ -160,19 +160,19 @@ class Dispatcher(Role):
         rows = [queries.claimed_at_creation(event, callback) for event, callback in created]
         rows.sort(key=lambda row: (-row.priority, row.scheduled_for, row.id))  # as the claim orders them
         inline, pooled = _split_inline(rows)
-        here = inline if len(inline) <= max(1, self.settings.worker_threads // 2) else []
+        later = inline if len(inline) > max(1, self.settings.worker_threads // 2) else []  # a batch's: this role's
+        here = [] if later else inline
         with self._hinted_lock:
             claiming = self.claiming
             if claiming:
                 self._handed.extend(pooled)
-                if not here:
-                    self._handed_inline.extend(inline)
+                self._handed_inline.extend(later)
             else:
                 self._reserved -= len(pooled)
         if not claiming:
             self.runner.give_back(rows, "released: instance shutting down before the attempt started")
             return
-        if pooled or not here:
+        if pooled or later:
             super().wake()
         if here:
             self._audit_started(here)
