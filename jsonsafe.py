@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -120,8 +121,15 @@ def loads(text: str | bytes, **fallback: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """JSON text of `value` for a json or jsonb parameter, by orjson; the standard library writes what orjson will
-    not (an integer past 64 bits, a lone surrogate: PostgreSQL then refuses the latter, as before)."""
+    not (an integer past 64 bits, a lone surrogate: PostgreSQL then refuses the latter, as before). Datetimes are
+    written in ISO 8601 by both, so a document that holds one and a long integer is written the same way."""
     try:
         return orjson.dumps(value).decode()
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value)
+        return json.dumps(value, default=_isoformat)
+
+
+def _isoformat(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -322,6 +322,28 @@ def test_sql_metacharacters_are_stored_verbatim_and_tables_stay_intact(client, d
     assert sql(db_url, "SELECT count(*) AS n FROM events")[0]["n"] == len(NASTY)
 
 
+def test_a_batch_stores_each_payload_exactly_with_its_own_time_and_fields(client, db_url, target):
+    """Batches travel to PostgreSQL as one JSON document: integers past 64 bits (written by the standard library,
+    not orjson), unicode, JSON-looking strings and instants must reach each event's row as sent, in order."""
+    later = "2031-05-06T07:08:09.123456+02:00"
+    payloads = [{"big": 10 ** 30, "neg": -(2 ** 70)}, {"text": "é ü \u2028 日本 😀"}, {"s": '{"not": "json"}', "n": None},
+                {"nested": [[1, 2.5, True, False, None], {"k": "v"}]}, {}]
+    events = [{"callback": target["callback"], "payload": p, "scheduled_for": later, "priority": i - 2,
+               "max_attempts": i + 1, "idempotency_key": f"exact-{i}" if i % 2 else None}
+              for i, p in enumerate(payloads)]
+    answer = client.post("/events/batch", json={"events": events})
+    assert answer.status_code == 201, answer.json
+    ids = [e["id"] for e in answer.json["events"]]
+    assert ids == sorted(ids)
+    rows = sql(db_url, "SELECT payload, scheduled_for, priority, max_attempts, idempotency_key FROM events "
+                       "WHERE id = ANY(%s) ORDER BY id", (ids,))
+    for i, (row, sent) in enumerate(zip(rows, answer.json["events"])):
+        assert row["payload"] == payloads[i] == sent["payload"]
+        assert row["scheduled_for"].isoformat() == "2031-05-06T05:08:09.123456+00:00"
+        assert (row["priority"], row["max_attempts"]) == (i - 2, i + 1)
+        assert row["idempotency_key"] == (f"exact-{i}" if i % 2 else None)
+
+
 def test_ids_beyond_bigint_are_404_not_500(client, db_url):
     before = snapshot(db_url)
     for big in (2 ** 63, 10 ** 30):
