@@ -82,8 +82,7 @@ _INSERT = f"""INSERT INTO events (callback_id, payload, scheduled_for, priority,
                      v.idempotency_key, v.fingerprint, %(source)s
               FROM {_ROWS.format(extra="", extra_names="", alias="v")}
               ORDER BY v.n
-              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-              RETURNING callback_id, {", ".join(_COLUMNS)}"""
+              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
 # The same, when the starter reserved some of the events (see Starter): those of them due by the database's clock are
 # inserted claimed, running, their first attempt started, held by the worker under a lease, as the engine's claim
 # would leave them (engine/queries.py _CLAIM); but only while no other due event waits (manual ones, which wait for
@@ -103,11 +102,24 @@ _INSERT_CLAIMING = f"""INSERT INTO events (callback_id, payload, scheduled_for, 
                            ) AS claimed
                     FROM {_ROWS.format(extra=", cl boolean, l float8", extra_names=", claim, lease", alias="u")}) AS v
               ORDER BY v.n
-              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-              RETURNING callback_id, {", ".join(_COLUMNS)}"""
-# Prepared: every creation runs it, one event or a batch, and its plan does not depend on the arrays' contents.
-_INSERT_PREPARED = Prepared("punctual_insert_events", _INSERT)
-_INSERT_CLAIMING_PREPARED = Prepared("punctual_insert_claimed_events", _INSERT_CLAIMING)
+              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"""
+# What an answer of ids only (`Prefer: return=minimal`) needs of each new row: the fields of its audit line, and for
+# one inserted claimed, what starting it needs; its payload only then. Reading the other columns back (five
+# timestamps, the payload as JSON) and making them into dicts was a fifth of the creating request's work (W1).
+_MINIMAL_COLUMNS = ("id", "payload", "scheduled_for", "state", "priority", "attempts", "max_attempts",
+                    "idempotency_key", "worker", "started_at", "schedule_id")
+_MINIMAL_RETURNING = ", ".join("CASE WHEN state = 'running' THEN payload END" if name == "payload" else name
+                               for name in _MINIMAL_COLUMNS)
+# Prepared: every creation runs one, one event or a batch, and its plan does not depend on the rows sent.
+# Keyed by (claiming, minimal).
+_INSERTS = {
+    (False, False): Prepared("punctual_insert_events", f"{_INSERT} RETURNING callback_id, {', '.join(_COLUMNS)}"),
+    (True, False): Prepared("punctual_insert_claimed_events",
+                            f"{_INSERT_CLAIMING} RETURNING callback_id, {', '.join(_COLUMNS)}"),
+    (False, True): Prepared("punctual_insert_events_minimal", f"{_INSERT} RETURNING callback_id, {_MINIMAL_RETURNING}"),
+    (True, True): Prepared("punctual_insert_claimed_events_minimal",
+                           f"{_INSERT_CLAIMING} RETURNING callback_id, {_MINIMAL_RETURNING}"),
+}
 
 
 class Starter(Protocol):
@@ -150,8 +162,10 @@ def insert_events(cur: DictCursor, items: list[EventCreate], source: str) -> lis
     return _insert(cur, items, source, None).result
 
 
-def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Optional[Starter]) -> _Inserted:
-    """insert_events, and with a `starter`, the due events it reserves are inserted claimed.
+def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Optional[Starter],
+            minimal: bool = False) -> _Inserted:
+    """insert_events, and with a `starter`, the due events it reserves are inserted claimed. `minimal`: the new
+    events' rows hold only _MINIMAL_COLUMNS (see there).
 
     Why this shape: batch creation is the hot path of throughput. One INSERT over unnest() arrays (psycopg2
     adapts each list in C, no per-row SQL text) answers with the full rows through RETURNING, and the callback
@@ -170,7 +184,7 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
             for item, row in zip(items, chosen)]
     params: dict[str, Any] = {"source": source}
     # `held`: pooled claims reserved with the starter and not yet given back; all given back if anything below fails.
-    statement, held, claiming = _INSERT_PREPARED, 0, False
+    held, claiming = 0, False
     inline: dict[int, bool] = {}  # callback id -> whether its attempts run inline (in this request, once claimed)
     if starter is not None:
         # Due by this clock (the statement checks again by the database's) and not for a person to claim.
@@ -181,7 +195,7 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
         pooled = sum(1 for wanted, row in zip(claim, chosen) if wanted and not inline[row["id"]])
         quick = [row["id"] for wanted, row in zip(claim, chosen) if wanted and inline[row["id"]]]
         if (pooled or quick) and starter.reserve(pooled, quick):
-            statement, held, claiming = _INSERT_CLAIMING_PREPARED, pooled, True
+            held, claiming = pooled, True
             params["worker"] = starter.worker
             for fields, wanted, row in zip(rows, claim, chosen):
                 fields["cl"] = wanted
@@ -189,8 +203,9 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
     params["rows"] = jsonsafe.dumps(rows)
     plain = cur.connection.cursor()
     try:
-        statement.execute(plain, params)
-        inserted = [_event_row(values, names) for values in plain.fetchall()]
+        _INSERTS[claiming, minimal].execute(plain, params)
+        columns = _MINIMAL_COLUMNS if minimal else _COLUMNS
+        inserted = [_event_row(values, names, columns) for values in plain.fetchall()]
         claimed = [(row, callbacks[row["callback"]]) for row in inserted if row["state"] == "running"] \
             if claiming else []
         made = sum(1 for _, callback in claimed if not inline[callback["id"]])
@@ -249,17 +264,18 @@ def _refuse_a_different_body(cur: DictCursor, items: list[EventCreate], chosen: 
                            {"idempotency_key": item.idempotency_key, "event_id": first["id"]})
 
 
-def _event_row(values: tuple[Any, ...], names: dict[int, str]) -> dict[str, Any]:
-    """A RETURNING tuple (callback_id, *_COLUMNS) as the dict SELECT gives: the same keys, in the same order."""
+def _event_row(values: tuple[Any, ...], names: dict[int, str], columns: tuple[str, ...]) -> dict[str, Any]:
+    """A RETURNING tuple (callback_id, *columns) as the dict SELECT gives: the same keys, in the same order."""
     row = {"id": values[1], "callback": names[values[0]]}
-    row.update(zip(_COLUMNS[1:], values[2:]))
+    row.update(zip(columns[1:], values[2:]))
     return row
 
 
 def create_events(db: Database, items: list[EventCreate], source: str = "api",
-                  starter: Optional[Starter] = None) -> list[tuple[dict[str, Any], bool]]:
+                  starter: Optional[Starter] = None, minimal: bool = False) -> list[tuple[dict[str, Any], bool]]:
     """Create events in one statement: all of them or none. Returns (event, created) pairs, each event as it
-    was created (a due one may be running by the time the answer arrives).
+    was created (a due one may be running by the time the answer arrives); with `minimal`, for an answer of
+    ids only, a new event's dict holds only its id, callback and _MINIMAL_COLUMNS.
 
     Their audit lines are written inside the transaction, before it commits: an instance may claim a due event
     the moment the insert commits (its notification wakes the dispatcher) and write its `attempt_started` line,
@@ -271,7 +287,7 @@ def create_events(db: Database, items: list[EventCreate], source: str = "api",
     if starter is not None:
         starter.admit(len(items))  # before the transaction: a wait holds no connection
     try:
-        result, claimed = _insert_and_claim(db, items, source, starter)
+        result, claimed = _insert_and_claim(db, items, source, starter, minimal)
     except psycopg2.errors.ForeignKeyViolation:
         # A callback was deleted between our lookup and the insert (its DELETE committed while the
         # insert waited on the row): to the client it is simply unknown now.
@@ -281,15 +297,15 @@ def create_events(db: Database, items: list[EventCreate], source: str = "api",
     return result
 
 
-def _insert_and_claim(db: Database, items: list[EventCreate], source: str,
-                      starter: Optional[Starter]) -> tuple[list[tuple[dict[str, Any], bool]],
+def _insert_and_claim(db: Database, items: list[EventCreate], source: str, starter: Optional[Starter],
+                      minimal: bool) -> tuple[list[tuple[dict[str, Any], bool]],
                                                           list[tuple[dict[str, Any], dict[str, Any]]]]:
     """One transaction: the events (those the starter reserved inserted claimed) and their audit lines. A claim
     whose transaction does not commit is withdrawn: it never was."""
     held = 0
     try:
         with db.transaction() as cur:
-            inserted = _insert(cur, items, source, starter)
+            inserted = _insert(cur, items, source, starter, minimal)
             held = inserted.held
             with audit.batch():
                 for event, created in inserted.result:

@@ -43,8 +43,10 @@ def create_batch(body: EventBatch):
     """Schedule many events in one transaction: all or none. With `Prefer: return=minimal` the answer is their
     ids only, in the order sent (`{"ids": [...]}`), and says so in `Preference-Applied`."""
     s = services()
-    result = events.create_events(s.db, body.events, starter=s.engine.starter if s.engine else None)
-    if _prefers_minimal(request.headers.get("Prefer", "")):
+    minimal = _prefers_minimal(request.headers.get("Prefer", ""))
+    result = events.create_events(s.db, body.events, starter=s.engine.starter if s.engine else None,
+                                  minimal=minimal)
+    if minimal:
         return answer({"ids": [event["id"] for event, _ in result]}, 201, **{"Preference-Applied": "return=minimal"})
     return answer({"events": [event for event, _ in result]}, 201)
 

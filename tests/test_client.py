@@ -43,6 +43,29 @@ def test_the_batch_answers_ids_only_when_asked_and_says_so(start_app):
     assert "Preference-Applied" not in full.headers and len(full.json()["events"]) == 3
 
 
+def test_an_answer_of_ids_only_still_runs_logs_and_replays_each_event_as_a_full_one(start_app):
+    """return=minimal reads less of each new row back: the due events still run with their own payloads, the
+    later one waits, a replayed key answers the first event's id, and every creation has its audit line."""
+    app = start_app()
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    body = {"events": [{"callback": "Addition", "payload": {"x": i, "y": 10}} for i in range(20)]
+            + [{"callback": "Addition", "payload": {"x": 1, "y": 1}, "scheduled_for": later},
+               {"callback": "Addition", "payload": {"x": 5, "y": 5}, "idempotency_key": "ids-only-key"}]}
+    headers = {"Prefer": "return=minimal"}
+    first = requests.post(app.url + "/events/batch", json=body, headers=headers, timeout=10).json()["ids"]
+    again = requests.post(app.url + "/events/batch", json={"events": [body["events"][-1]]}, headers=headers,
+                          timeout=10).json()["ids"]
+    assert again == [first[-1]] and len(set(first)) == 22
+    with Client(app.url) as punctual:
+        assert wait_for(lambda: all(punctual.get(i)["state"] == "finished" for i in first[:20] + first[-1:]), 15, 0.1)
+        assert [punctual.get(i)["result"] for i in first[:20]] == [i + 10 for i in range(20)]
+        assert punctual.get(first[-1])["result"] == 10
+        assert punctual.get(first[20])["state"] == "scheduled"
+    created = [line for line in app.audit_lines() if line["action"] == "event_created"]
+    assert sorted(line["event_id"] for line in created) == sorted(first)
+    assert all(line["scheduled_for"] and line["state"] == "scheduled" and line["attempt"] == 0 for line in created)
+
+
 class _Flaky(BaseHTTPRequestHandler):
     """Answers 503 with Retry-After a given number of times, then 201; counts what it received."""
 
