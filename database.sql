@@ -159,7 +159,7 @@ BEGIN
                    'op', 'INSERT', 'ids', array_agg(id ORDER BY id), 'states', array_agg(state ORDER BY id),
                    'at', array_agg((extract(epoch FROM scheduled_for) * 1000000)::bigint ORDER BY id))::text)
         FROM (SELECT id, state, scheduled_for, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk
-              FROM new_rows WHERE state <> 'running' OR punctual_watched()) AS r
+              FROM new_rows WHERE state <> 'running' OR (SELECT punctual_watched())) AS r
         GROUP BY chunk) AS chunks;
     RETURN NULL;
 END;
@@ -210,7 +210,7 @@ BEGIN
                    'op', 'UPDATE', 'ids', array_agg(id ORDER BY id), 'states', array_agg(state ORDER BY id),
                    'at', array_agg((extract(epoch FROM scheduled_for) * 1000000)::bigint ORDER BY id))::text)
         FROM (SELECT id, state, scheduled_for, (row_number() OVER (ORDER BY id) - 1) / 100 AS chunk
-              FROM changed WHERE NOT for_pages OR punctual_watched()) AS r
+              FROM changed WHERE NOT for_pages OR (SELECT punctual_watched())) AS r
         GROUP BY chunk) AS chunks;
     RETURN NULL;
 END;

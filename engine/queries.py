@@ -186,7 +186,8 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
 
     The guard (still running, same attempt, same worker) drops an outcome whose lease was lost
     and taken over by someone else: that attempt is no longer ours to record. The values travel
-    as one JSON document (written by orjson, read by json_to_recordset): psycopg2 adapted seven
+    as one JSON document (written by orjson, read by jsonb_to_recordset: json_to_recordset parsed
+    each row's text again, 3.5 ms per 1,000 outcomes against 1.3 ms): psycopg2 adapted seven
     arrays element by element, the completer's largest cost (W4); only what the audit line
     needs comes back. A result travels wrapped in an array, so a null result stays a jsonb null.
 
@@ -211,7 +212,7 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
                started_at = COALESCE(to_timestamp(v.started), e.started_at),
                lease_until = NULL,
                updated_at = clock_timestamp()
-           FROM json_to_recordset(%(outcomes)s::json)
+           FROM jsonb_to_recordset(%(outcomes)s::jsonb)
                 AS v(id bigint, attempt int, worker text, ok boolean, result jsonb, error text, delay float8,
                      started float8),
                 callbacks c
