@@ -1,6 +1,7 @@
 """Audit trail and logs: events.log (a JSON line per state change), punctual.log, errors.log, a short console."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import logging.handlers
@@ -213,8 +214,20 @@ def record(action: str, event: Any, **fields: Any) -> None:
                 "callback": getattr(event, "callback", None), "attempt": getattr(event, "attempts", None),
                 "state": getattr(event, "state", None)}
     if fields:
+        for key, value in fields.items():
+            if isinstance(value, datetime):
+                fields[key] = _instant(value) if value.tzinfo is timezone.utc else str(value)
         line.update(fields)
     _emit(line)
+
+
+@functools.lru_cache(maxsize=4096)
+def _instant(value: datetime) -> str:
+    """A time as its line writes it, str(datetime), as `default=str` wrote it before. Here, not in orjson's fallback:
+    that call back from orjson took 2 of the 2.3 µs a line with one time cost (three lines per event). Cached: the
+    lines of a batch share their times (the creating statement's now(), an event's scheduled_for). Only for times in
+    UTC (what PostgreSQL answers here): the same instant in another zone compares equal but is written otherwise."""
+    return str(value)
 
 
 def _now() -> str:
