@@ -65,8 +65,9 @@ class Dispatcher(Role):
         # and how many such claims are reserved or handed over but not yet started: they count as held.
         self._handed: list[Claimed] = []
         self._reserved = 0
-        # Inline attempts inserted claimed by a large batch, to run here (see hand_over): not counted as held.
-        self._handed_inline: list[Claimed] = []
+        # Inline attempts inserted claimed by a large batch, to run here (see hand_over): not counted as held. Kept as
+        # the creating request left them, (event, callback) rows, made into Claimed attempts in this role's thread.
+        self._handed_inline: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []
         # The last claim of everything due stopped before it ran out of due events: at this instance's capacity,
         # at the completer's backlog, or at the cap of a slow callback. Only then does a freed slot call for a
         # claim (see freed).
@@ -157,22 +158,25 @@ class Dispatcher(Role):
         so the request answers at once and the client's next batch is inserted while they run (W1); the others go
         to the worker pool through this role's thread. Once a stop has begun they are given back uncounted, like
         any claimed attempt that had not started."""
-        rows = [queries.claimed_at_creation(event, callback) for event, callback in created]
-        rows.sort(key=lambda row: (-row.priority, row.scheduled_for, row.id))  # as the claim orders them
-        inline, pooled = _split_inline(rows)
-        later = inline if len(inline) > max(1, self.settings.worker_threads // 2) else []  # a batch's: this role's
-        here = [] if later else inline
+        quick = {callback["id"]: Kinds.runs_inline(callback["kind"], callback["target"]) for _, callback in created}
+        inline = [pair for pair in created if quick[pair[1]["id"]]]
+        pooled = _in_claim_order([pair for pair in created if not quick[pair[1]["id"]]])
+        # A batch's inline ones are made into attempts in this role's thread too: the request answers sooner (W1).
+        batch = len(inline) > max(1, self.settings.worker_threads // 2)
+        here = [] if batch else _in_claim_order(inline)
         with self._hinted_lock:
             claiming = self.claiming
             if claiming:
                 self._handed.extend(pooled)
-                self._handed_inline.extend(later)
+                if batch:
+                    self._handed_inline.append(inline)
             else:
                 self._reserved -= len(pooled)
         if not claiming:
-            self.runner.give_back(rows, "released: instance shutting down before the attempt started")
+            self.runner.give_back(_in_claim_order(created), "released: instance shutting down before the attempt "
+                                                            "started")
             return
-        if pooled or later:
+        if pooled or batch:
             super().wake()
         if here:
             self._audit_started(here)
@@ -200,7 +204,8 @@ class Dispatcher(Role):
             general, self._general = self._general, False
             handed, self._handed = self._handed, []
             self._reserved -= len(handed)
-            handed_inline, self._handed_inline = self._handed_inline, []
+            batches, self._handed_inline = self._handed_inline, []
+        handed_inline = [row for created in batches for row in _in_claim_order(created)]
         if handed or handed_inline:
             self._accept(handed_inline + handed)
         if not hinted:
@@ -312,9 +317,17 @@ class Dispatcher(Role):
         with self._hinted_lock:
             handed, self._handed = self._handed, []
             self._reserved -= len(handed)
-            handed_inline, self._handed_inline = self._handed_inline, []
+            batches, self._handed_inline = self._handed_inline, []
+        handed_inline = [row for created in batches for row in _in_claim_order(created)]
         self.runner.give_back(handed_inline + handed + self.pool.drain_queued(),
                               "released: instance shutting down before the attempt started")
+
+
+def _in_claim_order(created: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Claimed]:
+    """Events inserted claimed, with their callbacks' rows, as attempts in the order a claim takes them."""
+    rows = [queries.claimed_at_creation(event, callback) for event, callback in created]
+    rows.sort(key=lambda row: (-row.priority, row.scheduled_for, row.id))
+    return rows
 
 
 def _split_inline(rows: list[Claimed]) -> tuple[list[Claimed], list[Claimed]]:
