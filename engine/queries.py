@@ -62,8 +62,7 @@ class Recorded:
     attempts: int
     state: str
     last_error: Optional[str]
-    finished_at: Optional[datetime]
-    next_run: datetime
+    next_run: Optional[datetime]  # when a retry is due; None for a final outcome
 
 
 @dataclass(slots=True)
@@ -218,8 +217,8 @@ def record_outcomes(db: Database, worker: str, outcomes: list[Outcome]) -> list[
                 callbacks c
            WHERE e.id = v.id AND e.state = 'running' AND e.attempts = v.attempt AND e.worker = v.worker
              AND c.id = e.callback_id
-           RETURNING e.id, c.name AS callback, e.attempts, e.state, e.last_error, e.finished_at,
-                     e.scheduled_for AS next_run""",
+           RETURNING e.id, c.name AS callback, e.attempts, e.state, e.last_error,
+                     CASE WHEN e.state = 'scheduled' THEN e.scheduled_for END AS next_run""",
         {"outcomes": jsonsafe.dumps([{"id": o.event_id, "attempt": o.attempt, "worker": worker, "ok": o.ok,
                                       "result": [o.result] if o.ok else None, "error": o.error,
                                       "delay": o.retry_delay, "started": o.started} for o in outcomes])},
