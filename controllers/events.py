@@ -168,10 +168,10 @@ def _insert(cur: DictCursor, items: list[EventCreate], source: str, starter: Opt
     """insert_events, and with a `starter`, the due events it reserves are inserted claimed. `minimal`: the new
     events' rows hold only _MINIMAL_COLUMNS (see there).
 
-    Why this shape: batch creation is the hot path of throughput. One INSERT over unnest() arrays (psycopg2
-    adapts each list in C, no per-row SQL text) answers with the full rows through RETURNING, and the callback
-    name comes from the lookup already made, so there is no second SELECT; the answer's dicts are built
-    from a plain cursor's tuples in the order of SELECT. Only replayed idempotency keys are read back with SELECT.
+    Why this shape: batch creation is the hot path of throughput. One INSERT over one JSON document of rows (see
+    _ROWS; no per-row SQL text) answers with the rows through RETURNING, and the callback name comes from the
+    lookup already made, so there is no second SELECT; the answer's dicts are built from a plain cursor's tuples
+    in the order of SELECT. Only replayed idempotency keys are read back with SELECT.
     """
     callbacks = resolve_callbacks(cur, [item.callback for item in items])
     keys = [item.idempotency_key for item in items if item.idempotency_key]
