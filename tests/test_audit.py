@@ -158,6 +158,24 @@ def test_audit_logs_rotate_by_size_and_every_file_stays_parseable(tmp_path):
     assert kept == list(range(100 - len(kept), 100)), "rotation lost or reordered lines it kept"
 
 
+def test_times_are_written_as_the_instant_they_are_in_their_own_zone(tmp_path):
+    """Lines write a time as str(datetime), UTC or not: the same instant in two zones is written twice, each its way
+    (the UTC ones come from a cache, which must not answer for an equal time in another zone)."""
+    from datetime import timedelta, timezone
+
+    folder = tmp_path / "times"
+    audit.setup_logging(str(folder), 1_000_000, 1)
+    utc = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    paris = utc.astimezone(timezone(timedelta(hours=1)))
+    event = {"id": 1, "callback": "Addition", "attempts": 0, "state": "scheduled"}
+    with audit.batch():
+        for when in (utc, paris, utc, utc.replace(microsecond=0)):
+            audit.record("event_created", event, scheduled_for=when)
+    assert [line["scheduled_for"] for line in lines(folder)] == [
+        "2030-01-02 03:04:05.678901+00:00", "2030-01-02 04:04:05.678901+01:00",
+        "2030-01-02 03:04:05.678901+00:00", "2030-01-02 03:04:05+00:00"]
+
+
 def test_an_unknown_action_is_refused():
     try:
         audit.record("made_up", {"id": 1})
